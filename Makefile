@@ -1,0 +1,104 @@
+# parley — build, test, demo. `make test` and `make demo` install missing Debian packages first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+BUILD   ?= build
+CC      ?= cc
+PKGS    := rdkafka hiredis libcurl libcjson yaml-0.1 libuv libmicrohttpd
+DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhiredis-dev \
+            libcurl4-openssl-dev libcjson-dev libyaml-dev libuv1-dev libmicrohttpd-dev \
+            redis-server kcat libcmocka-dev
+
+# Lazily expanded, so that a sub-make started after `deps` sees the installed packages.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+OPT     ?= -O2 -g
+SAN     ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Iinternal $(WARN) $(OPT) $(SAN) $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lpthread -lm
+
+# Modules, lowest first. Every internal/<m>/*.c becomes part of build/lib/lib<m>.a.
+MODULES := base log config metrics job http llm store kafka router engine admin replay dev
+LIBS     = $(foreach m,$(MODULES),$(if $(wildcard internal/$(m)/*.c),$(BUILD)/lib/lib$(m).a))
+LINK_LIBS = -Wl,--start-group $(LIBS) -Wl,--end-group
+
+SRC := $(wildcard internal/*/*.c)
+OBJ := $(SRC:%.c=$(BUILD)/%.o)
+DEP := $(OBJ:.o=.d)
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+INTEG_TESTS := $(sort $(wildcard tests/integration/[0-9]*.sh))
+
+.PHONY: all deps test test-unit test-integration demo lint asan clean bench fuzz format
+
+all: $(BUILD)/parley
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+define module_lib
+$(BUILD)/lib/lib$(1).a: $(patsubst %.c,$(BUILD)/%.o,$(wildcard internal/$(1)/*.c))
+	@mkdir -p $$(@D)
+	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach m,$(MODULES),$(if $(wildcard internal/$(m)/*.c),$(eval $(call module_lib,$(m)))))
+
+$(BUILD)/parley: $(BUILD)/cmd/parley/main.o $(LIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS) $(LDLIBS)
+
+# A unit test links only the module archives it needs (UNIT_DEPS_<m>; default: every module).
+UNIT_DEPS_base    := log base
+UNIT_DEPS_log     := log base
+UNIT_DEPS_config  := config log base
+UNIT_DEPS_metrics := metrics log base
+UNIT_DEPS_job     := job log base
+UNIT_DEPS_http    := http log base
+UNIT_DEPS_llm     := llm http log base
+UNIT_DEPS_store   := store log base
+UNIT_DEPS_kafka   := kafka log base
+UNIT_DEPS_dev     := dev log base
+unit_libs = $(foreach m,$(or $(UNIT_DEPS_$(1)),$(MODULES)),$(if $(wildcard internal/$(m)/*.c),$(BUILD)/lib/lib$(m).a))
+
+.SECONDEXPANSION:
+$(BUILD)/tests/unit/test_%: tests/unit/test_%.c $$(call unit_libs,$$*)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< -Wl,--start-group $(call unit_libs,$*) -Wl,--end-group $(LDLIBS) -lcmocka
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi
+
+test: deps
+	@$(MAKE) --no-print-directory test-unit test-integration
+
+test-unit: $(BUILD)/parley $(UNIT_BINS)
+	@bash tests/run-unit.sh $(UNIT_BINS)
+
+test-integration: $(BUILD)/parley
+	@PARLEY=$(abspath $(BUILD)/parley) bash tests/run-integration.sh $(INTEG_TESTS)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@PARLEY=$(abspath $(BUILD)/parley) bash tests/demo.sh
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all $(if $(filter test,$(MAKECMDGOALS)),test-unit test-integration)
+
+lint:
+	@bash tests/lint.sh
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(DEP)

@@ -1,0 +1,210 @@
+/* log.c — formats one line per call into a stack buffer and writes it with a single fwrite. */
+#include "log/log.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/base.h"
+
+#define LOG_LINE_MAX 8192
+#define LOG_MAX_SECRETS 64
+
+static log_level_t min_level = LOG_INFO;
+static log_format_t line_format = LOG_FORMAT_JSON;
+static FILE *log_out;
+static char *secrets[LOG_MAX_SECRETS];
+static size_t n_secrets;
+static pthread_mutex_t secrets_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_setup(log_level_t level, log_format_t format, FILE *out)
+{
+    min_level = level;
+    line_format = format;
+    log_out = out;
+}
+
+bool log_enabled(log_level_t level) { return level >= min_level; }
+
+const char *log_level_name(log_level_t level) { return level_names[level]; }
+
+int log_level_parse(const char *s)
+{
+    for (size_t i = 0; i < BASE_ARRAY_LEN(level_names); i++)
+        if (strcmp(s, level_names[i]) == 0)
+            return (int)i;
+    if (strcmp(s, "warning") == 0)
+        return LOG_WARN;
+    return -1;
+}
+
+int log_format_parse(const char *s)
+{
+    if (strcmp(s, "json") == 0)
+        return LOG_FORMAT_JSON;
+    if (strcmp(s, "text") == 0)
+        return LOG_FORMAT_TEXT;
+    return -1;
+}
+
+void log_register_secret(const char *value)
+{
+    if (!value || strlen(value) < 4) /* too short to mask without mangling ordinary text */
+        return;
+    pthread_mutex_lock(&secrets_lock);
+    for (size_t i = 0; i < n_secrets; i++)
+        if (strcmp(secrets[i], value) == 0)
+            goto out;
+    if (n_secrets < LOG_MAX_SECRETS) {
+        char *copy = base_strdup(value);
+        if (copy)
+            secrets[n_secrets++] = copy;
+    }
+out:
+    pthread_mutex_unlock(&secrets_lock);
+}
+
+void log_forget_secrets(void)
+{
+    pthread_mutex_lock(&secrets_lock);
+    for (size_t i = 0; i < n_secrets; i++)
+        free(secrets[i]);
+    n_secrets = 0;
+    pthread_mutex_unlock(&secrets_lock);
+}
+
+typedef struct {
+    char *p;
+    size_t len;
+    size_t cap;
+} line_t;
+
+static void line_put(line_t *l, const char *s, size_t n)
+{
+    if (l->len + n >= l->cap)
+        n = l->cap - 1 - l->len;
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+}
+
+static void line_puts(line_t *l, const char *s) { line_put(l, s, strlen(s)); }
+
+/* Length of the registered secret that starts at s, or 0. Caller holds secrets_lock. */
+static size_t secret_at(const char *s)
+{
+    for (size_t i = 0; i < n_secrets; i++) {
+        size_t n = strlen(secrets[i]);
+        if (strncmp(s, secrets[i], n) == 0)
+            return n;
+    }
+    return 0;
+}
+
+/* Appends s, JSON-escaped when json is set, with registered secrets replaced by the mask. */
+static void line_put_value(line_t *l, const char *s, bool json)
+{
+    for (; s && *s; s++) {
+        size_t secret_len = n_secrets ? secret_at(s) : 0;
+        if (secret_len) {
+            line_puts(l, SECRET_MASK);
+            s += secret_len - 1;
+            continue;
+        }
+        unsigned char c = (unsigned char)*s;
+        if (json && (c == '"' || c == '\\')) {
+            char esc[2] = {'\\', (char)c};
+            line_put(l, esc, 2);
+        } else if (c < 0x20) {
+            char esc[8];
+            int n = c == '\n' ? snprintf(esc, sizeof esc, "\\n") : snprintf(esc, sizeof esc, "\\u%04x", c);
+            line_put(l, esc, (size_t)n);
+        } else {
+            line_put(l, (const char *)&c, 1);
+        }
+    }
+}
+
+static bool needs_quotes(const char *s)
+{
+    if (!*s)
+        return true;
+    for (; *s; s++)
+        if (*s == ' ' || *s == '"' || *s == '=' || (unsigned char)*s < 0x20)
+            return true;
+    return false;
+}
+
+static void line_put_field(line_t *l, const log_field_t *f, bool json)
+{
+    char num[64];
+    switch (f->type) {
+    case LOG_F_STR:
+        if (json || needs_quotes(f->s ? f->s : "")) {
+            line_puts(l, "\"");
+            line_put_value(l, f->s ? f->s : "", true);
+            line_puts(l, "\"");
+        } else {
+            line_put_value(l, f->s, false);
+        }
+        return;
+    case LOG_F_INT:
+        snprintf(num, sizeof num, "%lld", f->i);
+        break;
+    case LOG_F_DBL:
+        snprintf(num, sizeof num, "%.6g", f->d);
+        break;
+    case LOG_F_BOOL:
+        snprintf(num, sizeof num, "%s", f->i ? "true" : "false");
+        break;
+    }
+    line_puts(l, num);
+}
+
+void log_at(log_level_t level, const char *msg, const log_field_t *fields, size_t n_fields)
+{
+    char storage[LOG_LINE_MAX];
+    line_t l = {storage, 0, sizeof storage - 1};
+    bool json = line_format == LOG_FORMAT_JSON;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[96];
+    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+
+    pthread_mutex_lock(&secrets_lock);
+    if (json) {
+        line_puts(&l, "{\"ts\":\"");
+        line_puts(&l, when);
+        line_puts(&l, "\",\"level\":\"");
+        line_puts(&l, level_names[level]);
+        line_puts(&l, "\",\"msg\":\"");
+        line_put_value(&l, msg, true);
+        line_puts(&l, "\"");
+    } else {
+        line_puts(&l, when);
+        line_puts(&l, " ");
+        line_puts(&l, level_names[level]);
+        line_puts(&l, " ");
+        line_put_value(&l, msg, false);
+    }
+    for (size_t i = 0; i < n_fields; i++) {
+        const log_field_t *f = &fields[i];
+        if (!f->key)
+            continue;
+        line_puts(&l, json ? ",\"" : " ");
+        line_put_value(&l, f->key, json);
+        line_puts(&l, json ? "\":" : "=");
+        line_put_field(&l, f, json);
+    }
+    pthread_mutex_unlock(&secrets_lock);
+    if (json)
+        line_puts(&l, "}");
+    l.p[l.len++] = '\n';
+    fwrite(l.p, 1, l.len, log_out ? log_out : stderr);
+    fflush(log_out ? log_out : stderr);
+}

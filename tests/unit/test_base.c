@@ -1,0 +1,111 @@
+/* test_base.c — bounded buffers, the allocation-failure hook, secrets, and log masking. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/base.h"
+#include "log/log.h"
+
+static void buf_respects_its_limit(void **state)
+{
+    buf_t b;
+    buf_init(&b, 8);
+    assert_int_equal(buf_append_str(&b, "12345"), 0);
+    assert_int_equal(buf_append_str(&b, "678"), 0);
+    assert_int_equal(buf_append_str(&b, "9"), -1);
+    assert_int_equal(b.len, 8);
+    assert_string_equal(b.data, "12345678");
+    buf_free(&b);
+}
+
+static void buf_printf_grows(void **state)
+{
+    buf_t b;
+    buf_init(&b, 0);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(buf_printf(&b, "%04d", i), 0);
+    assert_int_equal(b.len, 4000);
+    assert_memory_equal(b.data + 3996, "0999", 4);
+    size_t n;
+    char *d = buf_steal(&b, &n);
+    assert_int_equal(n, 4000);
+    assert_null(b.data);
+    free(d);
+}
+
+static void alloc_fails_when_told(void **state)
+{
+    base_alloc_fail_after(2);
+    void *a = base_malloc(10);
+    void *b = base_malloc(10);
+    void *c = base_malloc(10);
+    assert_non_null(a);
+    assert_null(b);
+    assert_non_null(c);
+    free(a);
+    free(c);
+    base_alloc_fail_after(0);
+}
+
+static void secret_prints_masked(void **state)
+{
+    secret_t s = {.value = "sk-very-secret"};
+    assert_string_equal(secret_masked(&s), "***");
+    assert_string_equal(secret_reveal(&s), "sk-very-secret");
+    secret_t none = {0};
+    assert_false(secret_is_set(&none));
+}
+
+static void log_masks_registered_secrets(void **state)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    log_setup(LOG_DEBUG, LOG_FORMAT_JSON, out);
+    log_register_secret("sk-abcdef123");
+    log_info("calling provider", LOG_S("url", "http://x/?key=sk-abcdef123"), LOG_I("n", 3), LOG_S("q", "a\"b"));
+    log_debug("no fields");
+    fclose(out);
+    assert_null(strstr(text, "sk-abcdef123"));
+    assert_non_null(strstr(text, "\"url\":\"http://x/?key=***\""));
+    assert_non_null(strstr(text, "\"n\":3"));
+    assert_non_null(strstr(text, "\"q\":\"a\\\"b\""));
+    assert_non_null(strstr(text, "\"msg\":\"no fields\"}"));
+    free(text);
+    log_forget_secrets();
+    log_setup(LOG_INFO, LOG_FORMAT_JSON, stderr);
+}
+
+static void log_text_format_and_levels(void **state)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    log_setup(LOG_WARN, LOG_FORMAT_TEXT, out);
+    log_info("hidden");
+    log_warn("shown", LOG_S("job_id", "j 1"), LOG_B("ok", 1));
+    fclose(out);
+    assert_null(strstr(text, "hidden"));
+    assert_non_null(strstr(text, " warn shown job_id=\"j 1\" ok=true\n"));
+    free(text);
+    assert_int_equal(log_level_parse("error"), LOG_ERROR);
+    assert_int_equal(log_level_parse("loud"), -1);
+    assert_int_equal(log_format_parse("text"), LOG_FORMAT_TEXT);
+    log_setup(LOG_INFO, LOG_FORMAT_JSON, stderr);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(buf_respects_its_limit),    cmocka_unit_test(buf_printf_grows),
+        cmocka_unit_test(alloc_fails_when_told),     cmocka_unit_test(secret_prints_masked),
+        cmocka_unit_test(log_masks_registered_secrets), cmocka_unit_test(log_text_format_and_levels),
+    };
+    return cmocka_run_group_tests_name("base", tests, NULL, NULL);
+}
