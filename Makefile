@@ -14,8 +14,9 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g
+VERSION := 0.1.0
 SAN     ?=
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Iinternal $(WARN) $(OPT) $(SAN) $(PKG_CFLAGS)
+CFLAGS  += -std=c11 -D_GNU_SOURCE -DPARLEY_VERSION=\"$(VERSION)\" -Iinternal $(WARN) $(OPT) $(SAN) $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 
 # Modules, lowest first. Every internal/<m>/*.c becomes part of build/lib/lib<m>.a.
@@ -23,7 +24,7 @@ MODULES := base log config metrics job http llm store kafka router engine admin 
 LIBS     = $(foreach m,$(MODULES),$(if $(wildcard internal/$(m)/*.c),$(BUILD)/lib/lib$(m).a))
 LINK_LIBS = -Wl,--start-group $(LIBS) -Wl,--end-group
 
-SRC := $(wildcard internal/*/*.c)
+SRC := $(wildcard internal/*/*.c cmd/parley/*.c)
 OBJ := $(SRC:%.c=$(BUILD)/%.o)
 DEP := $(OBJ:.o=.d)
 
@@ -46,8 +47,9 @@ $(BUILD)/lib/lib$(1).a: $(patsubst %.c,$(BUILD)/%.o,$(wildcard internal/$(1)/*.c
 endef
 $(foreach m,$(MODULES),$(if $(wildcard internal/$(m)/*.c),$(eval $(call module_lib,$(m)))))
 
-$(BUILD)/parley: $(BUILD)/cmd/parley/main.o $(LIBS)
-	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS) $(LDLIBS)
+CMD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cmd/parley/*.c))
+$(BUILD)/parley: $(CMD_OBJ) $(LIBS)
+	$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LINK_LIBS) $(LDLIBS)
 
 # A unit test links only the module archives it needs (UNIT_DEPS_<m>; default: every module).
 UNIT_DEPS_base    := log base
