@@ -12,7 +12,7 @@ DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhire
 # Lazily expanded, so that a sub-make started after `deps` sees the installed packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 OPT     ?= -O2 -g
 VERSION := 0.1.0
 SAN     ?=
@@ -36,20 +36,24 @@ INTEG_TESTS := $(sort $(wildcard tests/integration/[0-9]*.sh))
 
 all: $(BUILD)/parley
 
+Q := $(if $(V),,@)
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 define module_lib
 $(BUILD)/lib/lib$(1).a: $(patsubst %.c,$(BUILD)/%.o,$(wildcard internal/$(1)/*.c))
 	@mkdir -p $$(@D)
-	rm -f $$@ && ar rcs $$@ $$^
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
 endef
 $(foreach m,$(MODULES),$(if $(wildcard internal/$(m)/*.c),$(eval $(call module_lib,$(m)))))
 
 CMD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cmd/parley/*.c))
 $(BUILD)/parley: $(CMD_OBJ) $(LIBS)
-	$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LINK_LIBS) $(LDLIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LINK_LIBS) $(LDLIBS)
 
 # A unit test links only the module archives it needs (UNIT_DEPS_<m>; default: every module).
 UNIT_DEPS_base    := log base
@@ -67,7 +71,8 @@ unit_libs = $(foreach m,$(or $(UNIT_DEPS_$(1)),$(MODULES)),$(if $(wildcard inter
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: tests/unit/test_%.c $$(call unit_libs,$$*)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< -Wl,--start-group $(call unit_libs,$*) -Wl,--end-group $(LDLIBS) -lcmocka
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) -Itests/unit -o $@ $< -Wl,--start-group $(call unit_libs,$*) -Wl,--end-group $(LDLIBS) -lcmocka
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \

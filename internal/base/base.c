@@ -73,7 +73,7 @@ void buf_init(buf_t *b, size_t limit)
     b->limit = limit;
 }
 
-static int buf_reserve(buf_t *b, size_t extra)
+int buf_reserve(buf_t *b, size_t extra)
 {
     if (b->limit && b->len + extra > b->limit)
         return -1;

@@ -35,6 +35,8 @@ typedef struct {
 void buf_init(buf_t *b, size_t limit);
 /* 0 on success; -1 if out of memory or the limit would be passed (buffer unchanged). */
 int buf_append(buf_t *b, const void *data, size_t n);
+/* Makes room for extra more bytes (plus the NUL) without changing len; 0, or -1 as buf_append. */
+int buf_reserve(buf_t *b, size_t extra);
 int buf_append_str(buf_t *b, const char *s);
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_reset(buf_t *b);

@@ -36,7 +36,7 @@ typedef struct {
 typedef struct {
     char *name;
     provider_type_t type;
-    char *base_url;      /* e.g. https://api.openai.com/v1 — paths are appended */
+    char *base_url; /* e.g. https://api.openai.com/v1 — paths are appended */
     secret_t api_key;
     char *model;
     int64_t timeout_ms;             /* whole call (default llm.timeout_ms) */
@@ -54,12 +54,12 @@ typedef struct {
     double price_input_per_mtok;  /* USD per million input tokens */
     double price_output_per_mtok; /* USD per million output tokens */
     bool price_set;
-    bool tls_verify;   /* default true */
-    char *ca_file;     /* NULL = system store */
-    char *anthropic_version; /* default "2023-06-01" */
+    bool tls_verify;            /* default true */
+    char *ca_file;              /* NULL = system store */
+    char *anthropic_version;    /* default "2023-06-01" */
     int64_t max_tokens_default; /* anthropic needs max_tokens (default 1024) */
-    double weight;     /* for weighted choice of the first provider (default 1) */
-    config_kv_t *headers; /* extra request headers */
+    double weight;              /* for weighted choice of the first provider (default 1) */
+    config_kv_t *headers;       /* extra request headers */
     size_t n_headers;
 } config_provider_t;
 
@@ -68,7 +68,7 @@ typedef struct {
     strategy_t strategy;
     size_t *providers; /* indexes into config_t.llm.providers, in the route's order */
     size_t n_providers;
-    double *weights;   /* NULL, or one per provider of the route */
+    double *weights; /* NULL, or one per provider of the route */
     bool hedge_auto;
     int64_t hedge_delay_ms; /* when !hedge_auto */
     int64_t hedge_min_ms;   /* clamp for auto (default 50) */
@@ -153,7 +153,11 @@ int config_dump(const config_t *cfg, FILE *out);
 
 const config_route_t *config_route_find(const config_t *cfg, const char *name);
 const config_provider_t *config_provider_find(const config_t *cfg, const char *name);
-/* Registers every secret of cfg with log_register_secret. */
+/* Writes redis.url with its password (or a userinfo without ':') replaced by ***: what logs may show.
+ * 0, or -1 when out is too small. */
+int config_redis_url_masked(const config_t *cfg, char *out, size_t outlen);
+/* Registers every secret of cfg with log_register_secret: API keys, the Redis password, and the values
+ * of headers and kafka.properties whose names look secret (password, secret, token, authorization...). */
 void config_register_secrets(const config_t *cfg);
 
 const char *config_strategy_name(strategy_t s);

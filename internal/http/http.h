@@ -1,0 +1,147 @@
+/* http — HTTP requests on one libuv loop through libcurl's multi socket API: start, stream, cancel.
+ * It owns one curl multi handle (with its keep-alive connection pool and DNS cache), one uv_poll per
+ * socket curl opens, one uv_timer for curl and one for the first-byte and idle timeouts of all
+ * transfers, and a small pool of reusable easy handles. It knows nothing of LLMs or JSON, never
+ * blocks the loop, never follows redirects, and never logs request headers or bodies (they carry
+ * API keys). Every function here must be called on the loop's thread. */
+#ifndef PARLEY_HTTP_H
+#define PARLEY_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/base.h"
+
+/* Receive buffer per transfer (CURLOPT_BUFFERSIZE). It is held for the whole life of a transfer,
+ * also while it only waits for a slow provider, so it is a large part of per-call memory. 4 KiB
+ * reads a typical non-streamed LLM answer (0.5-3 KB) in one recv() and any SSE event at once;
+ * curl's 16 KiB default would cost 12 KiB more per call in flight for nothing. */
+#define HTTP_DEFAULT_RECEIVE_BUFFER 4096
+#define HTTP_DEFAULT_MAX_IDLE_HANDLES 64
+#define HTTP_MAX_HEADER_LINE 8192 /* longest request header line http_start accepts */
+
+typedef struct http_client http_client_t;
+typedef struct http_transfer http_transfer_t;
+
+typedef struct {
+    long max_total_connections;  /* CURLMOPT_MAX_TOTAL_CONNECTIONS; 0 = unlimited */
+    long max_host_connections;   /* CURLMOPT_MAX_HOST_CONNECTIONS; 0 = unlimited */
+    long receive_buffer_bytes;   /* 0 = HTTP_DEFAULT_RECEIVE_BUFFER; curl clamps to [1024, 10 MiB] */
+    bool multiplex;              /* HTTP/2 multiplexing on https (ALPN), waiting for a shared connection */
+    long dns_cache_timeout_s;    /* 0 = 60; -1 = forever */
+    size_t max_idle_handles;     /* easy handles kept for reuse; 0 = HTTP_DEFAULT_MAX_IDLE_HANDLES */
+    const char *user_agent;      /* NULL = "parley/" PARLEY_VERSION; copied */
+} http_client_options_t;
+
+/* Fills o with the defaults (multiplexing on, everything else as documented above). */
+void http_client_options_init(http_client_options_t *o);
+
+typedef enum {
+    HTTP_OK = 0,              /* a complete response arrived, whatever its status */
+    HTTP_ERR_CONNECT,         /* DNS failure or connection refused */
+    HTTP_ERR_TIMEOUT_CONNECT, /* connect_timeout_ms passed before connected (TLS included) */
+    HTTP_ERR_TIMEOUT_FIRST_BYTE,
+    HTTP_ERR_TIMEOUT_IDLE,
+    HTTP_ERR_TIMEOUT_TOTAL,
+    HTTP_ERR_TLS,             /* handshake or certificate verification failed */
+    HTTP_ERR_CLOSED,          /* connection closed or reset before the response was complete */
+    HTTP_ERR_TOO_LARGE,       /* body longer than max_response_bytes */
+    HTTP_ERR_ABORTED,         /* on_data returned non-zero */
+    HTTP_ERR_OTHER,
+} http_code_t;
+
+/* Stable lower-case name of a code ("ok", "timeout_idle", ...), for logs and attempt records. */
+const char *http_code_name(http_code_t code);
+
+/* The response head, passed to on_response and kept in the result. Valid until on_done returns. */
+typedef struct {
+    long status;
+    const char *content_type; /* NULL when absent */
+    int64_t retry_after_ms;   /* Retry-After (seconds or HTTP-date, made relative); -1 when absent */
+    http_transfer_t *transfer; /* private: lets http_response_header find the headers */
+} http_response_t;
+
+/* The value of response header name (case-insensitive; the last one if repeated), or NULL. */
+const char *http_response_header(const http_response_t *r, const char *name);
+
+typedef struct {
+    http_code_t code;
+    const char *error;       /* human text, "" when ok; never contains headers or body */
+    int curl_code;           /* raw CURLcode, for logs */
+    long status;             /* HTTP status, 0 when no response head arrived */
+    const http_response_t *response; /* NULL when no response head arrived */
+    uint64_t bytes_received; /* body bytes */
+    bool reused_connection;  /* a kept-alive connection carried it */
+    struct {
+        int64_t connect_ms;    /* curl's connect (+TLS) time; 0 on a reused connection */
+        int64_t response_ms;   /* head complete, from http_start; -1 if never */
+        int64_t first_byte_ms; /* first body byte, from http_start; -1 if never */
+        int64_t total_ms;      /* from http_start to the end */
+    } timing;
+    buf_t body; /* with buffer_body: the whole body; on_done may take it with buf_steal */
+} http_result_t;
+
+typedef enum { HTTP_POST = 0, HTTP_GET } http_method_t;
+
+typedef struct {
+    http_method_t method;
+    const char *url;                 /* http:// or https:// only; copied */
+    const char *const *headers;      /* "Name: value" lines, copied; CR/LF rejected */
+    size_t n_headers;
+    const char *body;                /* POST body; NOT copied: keep it alive until on_done ran or */
+    size_t body_len;                 /*   http_cancel returned, unless copy_body */
+    bool copy_body;                  /* http keeps its own copy of body */
+    int64_t connect_timeout_ms;      /* 0 = curl's default (300 s) */
+    int64_t total_timeout_ms;        /* whole transfer; 0 = off */
+    int64_t first_byte_timeout_ms;   /* from http_start to the first body byte; 0 = off */
+    int64_t idle_timeout_ms;         /* max gap between body chunks, from the first one; 0 = off */
+    size_t max_response_bytes;       /* 0 = unlimited */
+    bool buffer_body;                /* collect the body into result.body */
+    bool tls_insecure;               /* skip peer and host verification (verification is the default) */
+    const char *ca_file;             /* NULL = system store; copied */
+    /* Callbacks; ctx is passed to each. on_done is required and runs exactly once unless the
+     * transfer is cancelled; after http_cancel no callback runs. Inside any callback, http_start,
+     * http_cancel (of this or any transfer) and http_client_close may be called. */
+    void (*on_response)(void *ctx, const http_response_t *r);  /* once, when the final head is in */
+    int (*on_data)(void *ctx, const char *chunk, size_t n);      /* each body chunk; !=0 aborts */
+    void (*on_done)(void *ctx, http_result_t *res);             /* t is freed when it returns */
+    void *ctx;
+} http_request_t;
+
+typedef struct {
+    size_t in_flight;    /* started, neither done nor cancelled */
+    uint64_t started;
+    uint64_t completed;  /* on_done ran (any code) */
+    uint64_t cancelled;
+    size_t sockets;      /* sockets curl has asked us to watch now */
+    size_t idle_handles; /* easy handles waiting in the reuse pool */
+} http_stats_t;
+
+/* Process-wide curl_global_init, done once however often it is called (thread-safe); 0 or -1.
+ * http_client_new calls it; main may call it early. */
+int http_global_init(void);
+
+/* A client on loop; opts NULL = defaults. NULL on error with a message in err. */
+http_client_t *http_client_new(uv_loop_t *loop, const http_client_options_t *opts, char *err, size_t errlen);
+
+/* Cancels every transfer without callbacks, closes all connections and libuv handles, and frees the
+ * client once libuv has closed them (a later loop iteration); then calls on_closed(ctx) if given.
+ * The client must not be used after this call. */
+void http_client_close(http_client_t *c, void (*on_closed)(void *ctx), void *ctx);
+
+/* Starts a transfer. NULL on error (bad request, out of memory, client closing) with a message in
+ * err; then no callback runs. The transfer handle is valid until on_done returns or http_cancel. */
+http_transfer_t *http_start(http_client_t *c, const http_request_t *req, char *err, size_t errlen);
+
+/* Stops a transfer now: its easy handle leaves the multi handle, so an HTTP/1.1 connection is
+ * closed and an HTTP/2 stream reset; no callback of it runs afterwards and its memory is freed
+ * (when called from inside a curl callback, as soon as curl returns to http). NULL is ignored;
+ * calling it from the transfer's own on_done does nothing. */
+void http_cancel(http_transfer_t *t);
+
+void http_client_stats(const http_client_t *c, http_stats_t *out);
+
+#endif

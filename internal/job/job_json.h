@@ -1,0 +1,48 @@
+/* job_json.h — private to the job module: UTF-8 checks and the allocation-free raw JSON scanning
+ * that job_parse does before (and instead of) building a cJSON tree. Not for other modules. */
+#ifndef PARLEY_JOB_JSON_H
+#define PARLEY_JOB_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "base/base.h"
+
+/* buf_append for the hot paths: inline when the room is already there. */
+static inline int job_buf_put(buf_t *b, const void *s, size_t n)
+{
+    if ((b->limit && b->len + n > b->limit) || b->len + n >= b->cap) {
+        if (buf_reserve(b, n) < 0)
+            return -1;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+/* How many leading bytes of p[0..n) are plain JSON string bytes: ASCII 0x20..0x7F except '"'
+ * and '\\' (8 at a time). */
+size_t job_json_plain_run(const unsigned char *p, size_t n);
+
+/* Length (1..4) of the valid UTF-8 sequence at p[0..n), or 0 when it is invalid. */
+size_t job_utf8_seq_len(const unsigned char *p, size_t n);
+
+typedef enum {
+    JOB_SCAN_OK = 0,
+    JOB_SCAN_BAD_UTF8,   /* invalid UTF-8 */
+    JOB_SCAN_CONTROL,    /* a raw control character inside a string, or a raw NUL anywhere */
+    JOB_SCAN_NUL_ESCAPE, /* a \u0000 escape inside a string */
+} job_scan_result_t;
+
+/* One pass over a JSON text: UTF-8, raw control characters and \u0000 escapes. *at = offset of
+ * the first problem. */
+job_scan_result_t job_json_prescan(const char *p, size_t n, size_t *at);
+
+/* Finds the first member named key (no escapes in the name) of the top-level object of p[0..n)
+ * without building a tree; tolerant of errors elsewhere and never reads past n. Sets *tok to the
+ * raw value token. false when not found or the text before it is not well-formed. */
+bool job_json_find_member(const char *p, size_t n, const char *key, const char **tok, size_t *tok_len);
+
+#endif

@@ -1,0 +1,279 @@
+/* json.c — the byte-level JSON helpers of the job module: UTF-8 validation, the prescan that
+ * job_parse runs before cJSON, a tree-free top-level member finder (to read ids from values that
+ * cannot be parsed), and the JSON string escaper every encoder uses. */
+#include <stdint.h>
+#include <string.h>
+
+#include "job/job.h"
+#include "job/job_json.h"
+
+size_t job_utf8_seq_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0; /* no overlong forms */
+        else if (c == 0xED)
+            hi = 0x9F; /* no UTF-16 surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F; /* nothing above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    return len;
+}
+
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+static bool plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
+
+size_t job_json_plain_run(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, q, bs;
+        memcpy(&w, p + i, 8);
+        q = w ^ (ONES * '"');
+        bs = w ^ (ONES * '\\');
+        /* high bit of each byte that is >= 0x80, '"', '\\' or < 0x20 (haszero / hasless); the
+         * lowest one is exact, so on a little-endian machine it gives the first such byte */
+        uint64_t special = (w | ((q - ONES) & ~q) | ((bs - ONES) & ~bs) | ((w - ONES * 0x20) & ~w)) & HIGHS;
+        if (special) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return i + (size_t)__builtin_ctzll(special) / 8;
+#else
+            break;
+#endif
+        }
+    }
+    while (i < n && plain(p[i]))
+        i++;
+    return i;
+}
+
+job_scan_result_t job_json_prescan(const char *s, size_t n, size_t *at)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    bool in_string = false;
+    size_t i = 0;
+    while (i < n) {
+        i += job_json_plain_run(p + i, n - i);
+        if (i >= n)
+            break;
+        unsigned char c = p[i];
+        if (c >= 0x80) {
+            size_t l = job_utf8_seq_len(p + i, n - i);
+            if (!l) {
+                *at = i;
+                return JOB_SCAN_BAD_UTF8;
+            }
+            i += l;
+            continue;
+        }
+        if (c == '"') {
+            in_string = !in_string;
+        } else if (c == '\\' && in_string) {
+            if (n - i >= 6 && memcmp(p + i + 1, "u0000", 5) == 0) {
+                *at = i;
+                return JOB_SCAN_NUL_ESCAPE;
+            }
+            if (i + 1 < n && p[i + 1] >= 0x20 && p[i + 1] < 0x80)
+                i++; /* the escaped character cannot end the string */
+        } else if (c < 0x20 && (in_string || c == 0)) {
+            *at = i;
+            return JOB_SCAN_CONTROL;
+        }
+        i++;
+    }
+    return JOB_SCAN_OK;
+}
+
+static size_t skip_ws(const char *p, size_t n, size_t i)
+{
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* p[*i] is '"': moves *i past the closing quote. */
+static bool skip_string(const char *p, size_t n, size_t *i)
+{
+    size_t j = *i + 1;
+    while (j < n) {
+        if (p[j] == '\\') {
+            j += 2;
+        } else if (p[j] == '"') {
+            *i = j + 1;
+            return true;
+        } else {
+            j++;
+        }
+    }
+    return false;
+}
+
+/* Moves *i past one value (string, object/array by bracket depth, or scalar). */
+static bool skip_value(const char *p, size_t n, size_t *i)
+{
+    size_t j = *i;
+    if (p[j] == '"')
+        return skip_string(p, n, i);
+    if (p[j] == '{' || p[j] == '[') {
+        size_t depth = 0;
+        while (j < n) {
+            char c = p[j];
+            if (c == '"') {
+                if (!skip_string(p, n, &j))
+                    return false;
+                continue;
+            }
+            if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0) {
+                    *i = j + 1;
+                    return true;
+                }
+            }
+            j++;
+        }
+        return false;
+    }
+    while (j < n && !strchr(",}] \t\r\n", p[j]))
+        j++;
+    if (j == *i)
+        return false;
+    *i = j;
+    return true;
+}
+
+bool job_json_find_member(const char *p, size_t n, const char *key, const char **tok, size_t *tok_len)
+{
+    size_t key_len = strlen(key);
+    size_t i = skip_ws(p, n, 0);
+    if (i >= n || p[i] != '{')
+        return false;
+    i++;
+    for (;;) {
+        i = skip_ws(p, n, i);
+        if (i >= n || p[i] != '"')
+            return false;
+        size_t name = i;
+        if (!skip_string(p, n, &i))
+            return false;
+        bool match = i - name == key_len + 2 && memcmp(p + name + 1, key, key_len) == 0;
+        i = skip_ws(p, n, i);
+        if (i >= n || p[i] != ':')
+            return false;
+        i = skip_ws(p, n, i + 1);
+        if (i >= n)
+            return false;
+        size_t start = i;
+        if (!skip_value(p, n, &i))
+            return false;
+        if (match) {
+            *tok = p + start;
+            *tok_len = i - start;
+            return true;
+        }
+        i = skip_ws(p, n, i);
+        if (i >= n || p[i] != ',')
+            return false;
+        i++;
+    }
+}
+
+/* The escape of an ASCII byte that JSON does not allow raw in a string; returns its length. */
+static size_t escape_ascii(unsigned char c, char out[6])
+{
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '\\';
+    switch (c) {
+    case '"':
+        out[1] = '"';
+        return 2;
+    case '\\':
+        out[1] = '\\';
+        return 2;
+    case '\b':
+        out[1] = 'b';
+        return 2;
+    case '\f':
+        out[1] = 'f';
+        return 2;
+    case '\n':
+        out[1] = 'n';
+        return 2;
+    case '\r':
+        out[1] = 'r';
+        return 2;
+    case '\t':
+        out[1] = 't';
+        return 2;
+    default:
+        memcpy(out + 1, "u00", 3);
+        out[4] = hex[c >> 4];
+        out[5] = hex[c & 0xF];
+        return 6;
+    }
+}
+
+int job_json_append_string(buf_t *b, const char *s, size_t n, unsigned flags)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (buf_reserve(b, n + 2) < 0 || job_buf_put(b, "\"", 1) < 0)
+        return -1;
+    size_t start = 0, i = 0;
+    while (i < n) {
+        i += job_json_plain_run(p + i, n - i);
+        if (i >= n)
+            break;
+        unsigned char c = p[i];
+        char esc[6];
+        size_t esc_len, adv = 1;
+        if (c == 0 && (flags & JOB_JSON_NUL_AS_FFFD)) {
+            memcpy(esc, "\xEF\xBF\xBD", 3);
+            esc_len = 3;
+        } else if (c < 0x80) {
+            esc_len = escape_ascii(c, esc);
+        } else {
+            size_t l = job_utf8_seq_len(p + i, n - i);
+            if (l == 0) {
+                memcpy(esc, "\xEF\xBF\xBD", 3); /* U+FFFD */
+                esc_len = 3;
+            } else if ((flags & JOB_JSON_ESCAPE_LINESEP) && l == 3 && c == 0xE2 && p[i + 1] == 0x80 &&
+                       (p[i + 2] == 0xA8 || p[i + 2] == 0xA9)) {
+                memcpy(esc, p[i + 2] == 0xA8 ? "\\u2028" : "\\u2029", 6);
+                esc_len = 6;
+                adv = 3;
+            } else {
+                i += l;
+                continue;
+            }
+        }
+        if (job_buf_put(b, s + start, i - start) < 0 || job_buf_put(b, esc, esc_len) < 0)
+            return -1;
+        i += adv;
+        start = i;
+    }
+    if (job_buf_put(b, s + start, n - start) < 0 || job_buf_put(b, "\"", 1) < 0)
+        return -1;
+    return 0;
+}
