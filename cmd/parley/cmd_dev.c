@@ -16,34 +16,36 @@ static const char *const default_providers[] = {"openai-fast:openai:latency_ms=5
 
 static void dev_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: parley dev [options]\n\n"
-            "Runs the embedded development stack on loopback until SIGINT/SIGTERM: a Kafka-protocol broker\n"
-            "(librdkafka's mock cluster) and mock LLM providers speaking the OpenAI Chat Completions and\n"
-            "Anthropic Messages wire formats (JSON, SSE, real error bodies).\n\n"
-            "  --brokers N              mock brokers in the cluster (default 1)\n"
-            "  --topic NAME[:PARTS]     create a topic (repeatable; default 4 partitions)\n"
-            "  -c, --config FILE        create the jobs, reply, dlq and allowed reply topics of a config\n"
-            "  --partitions N           partitions of the default and config topics (default 6)\n"
-            "                           without --topic or -c: chat.jobs, chat.replies, chat.jobs.dlq\n"
-            "  --provider NAME:TYPE[:key=value,...]\n"
-            "                           a mock provider (repeatable); TYPE openai | anthropic; port=N fixes\n"
-            "                           its port (default: chosen at run time); other keys are knobs:\n"
-            "                           latency_ms tail_ms tail_prob token_ms fail_rate fail_status fail_next\n"
-            "                           retry_after_s cut_after error_after drip_ms not_json pad_bytes\n"
-            "                           comments crlf ping thinking seed (see internal/dev/dev.h)\n"
-            "                           default: %s and %s\n"
-            "  --host ADDR              where the providers listen (default 127.0.0.1)\n"
-            "  --ready-file F           write JSON {brokers, providers{NAME:{type,base_url,stats,control}}, pid}\n"
-            "                           atomically once everything listens\n"
-            "  --write-config F         write a worker config (YAML) pointing at the stack, api_key dev-key\n"
-            "  --no-broker              start no broker\n"
-            "  --no-providers           start no mock providers\n\n"
-            "Broker ports are chosen by librdkafka 2.0.2, which cannot bind a given port (no --broker-port).\n"
-            "Each provider serves /v1/chat/completions or /v1/messages, GET /stats, POST /stats/reset,\n"
-            "GET|POST /control (JSON object of knobs).\n"
-            "Exit status: 0 after SIGINT/SIGTERM, 1 when the stack cannot start, 2 on a usage error.\n",
-            default_providers[0], default_providers[1]);
+    fprintf(
+        out,
+        "usage: parley dev [options]\n\n"
+        "Runs the embedded development stack on loopback until SIGINT/SIGTERM: a Kafka-protocol broker\n"
+        "(librdkafka's mock cluster) and mock LLM providers speaking the OpenAI Chat Completions and\n"
+        "Anthropic Messages wire formats (JSON, SSE, real error bodies).\n\n"
+        "  --brokers N              mock brokers in the cluster (default 1)\n"
+        "  --topic NAME[:PARTS]     create a topic (repeatable; default 4 partitions)\n"
+        "  -c, --config FILE        create the jobs, reply, dlq and allowed reply topics of a config\n"
+        "  --partitions N           partitions of the default and config topics (default 6)\n"
+        "                           without --topic or -c: chat.jobs, chat.replies, chat.jobs.dlq\n"
+        "  --provider NAME:TYPE[:key=value,...]\n"
+        "                           a mock provider (repeatable); TYPE openai | anthropic; port=N fixes\n"
+        "                           its port (default: chosen at run time); other keys are knobs:\n"
+        "                           latency_ms tail_ms tail_prob token_ms fail_rate fail_status fail_next\n"
+        "                           retry_after_s cut_after error_after drip_ms not_json pad_bytes\n"
+        "                           comments crlf ping thinking seed (see internal/dev/dev.h)\n"
+        "                           default: %s and %s\n"
+        "  --host ADDR              where the providers listen (default 127.0.0.1)\n"
+        "  --ready-file F           write JSON {brokers, providers{NAME:{type,base_url,stats,control}}, "
+        "pid}\n"
+        "                           atomically once everything listens\n"
+        "  --write-config F         write a worker config (YAML) pointing at the stack, api_key dev-key\n"
+        "  --no-broker              start no broker\n"
+        "  --no-providers           start no mock providers\n\n"
+        "Broker ports are chosen by librdkafka 2.0.2, which cannot bind a given port (no --broker-port).\n"
+        "Each provider serves /v1/chat/completions or /v1/messages, GET /stats, POST /stats/reset,\n"
+        "GET|POST /control (JSON object of knobs).\n"
+        "Exit status: 0 after SIGINT/SIGTERM, 1 when the stack cannot start, 2 on a usage error.\n",
+        default_providers[0], default_providers[1]);
 }
 
 /* A whole number in [lo, hi] from a flag value; -1 (after a message) when it is not. */
@@ -74,7 +76,8 @@ static int add_topic(dev_args_t *a, const char *spec, int parts_default)
     if (parts < 0)
         return 2;
     if (n == 0 || n > 249 || a->n_topics == DEV_MAX_TOPICS) {
-        fprintf(stderr, "parley dev: --topic '%s': bad name or too many topics (max %d)\n", spec, DEV_MAX_TOPICS);
+        fprintf(stderr, "parley dev: --topic '%s': bad name or too many topics (max %d)\n", spec,
+                DEV_MAX_TOPICS);
         return 2;
     }
     char *name = base_strndup(spec, n);
@@ -131,15 +134,31 @@ static void dev_args_free(dev_args_t *a)
 
 int cmd_dev(int argc, char **argv)
 {
-    enum { O_BROKERS = 256, O_TOPIC, O_PARTS, O_PROVIDER, O_HOST, O_READY, O_WRITE, O_NOBROKER, O_NOPROV, O_BPORT };
-    static const struct option opts[] = {
-        {"brokers", required_argument, NULL, O_BROKERS},   {"topic", required_argument, NULL, O_TOPIC},
-        {"config", required_argument, NULL, 'c'},          {"partitions", required_argument, NULL, O_PARTS},
-        {"provider", required_argument, NULL, O_PROVIDER}, {"host", required_argument, NULL, O_HOST},
-        {"ready-file", required_argument, NULL, O_READY},  {"write-config", required_argument, NULL, O_WRITE},
-        {"no-broker", no_argument, NULL, O_NOBROKER},      {"no-providers", no_argument, NULL, O_NOPROV},
-        {"broker-port", required_argument, NULL, O_BPORT}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    enum {
+        O_BROKERS = 256,
+        O_TOPIC,
+        O_PARTS,
+        O_PROVIDER,
+        O_HOST,
+        O_READY,
+        O_WRITE,
+        O_NOBROKER,
+        O_NOPROV,
+        O_BPORT
+    };
+    static const struct option opts[] = {{"brokers", required_argument, NULL, O_BROKERS},
+                                         {"topic", required_argument, NULL, O_TOPIC},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"partitions", required_argument, NULL, O_PARTS},
+                                         {"provider", required_argument, NULL, O_PROVIDER},
+                                         {"host", required_argument, NULL, O_HOST},
+                                         {"ready-file", required_argument, NULL, O_READY},
+                                         {"write-config", required_argument, NULL, O_WRITE},
+                                         {"no-broker", no_argument, NULL, O_NOBROKER},
+                                         {"no-providers", no_argument, NULL, O_NOPROV},
+                                         {"broker-port", required_argument, NULL, O_BPORT},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     static dev_args_t a;
     dev_options_t opt = {.n_brokers = 1, .host = "127.0.0.1"};
     const char *config_path = NULL;

@@ -59,7 +59,10 @@ int dev_broker_topic_create(dev_broker_t *b, const char *topic, int partitions, 
     return 0;
 }
 
-const char *dev_broker_bootstraps(const dev_broker_t *b) { return rd_kafka_mock_cluster_bootstraps(b->cluster); }
+const char *dev_broker_bootstraps(const dev_broker_t *b)
+{
+    return rd_kafka_mock_cluster_bootstraps(b->cluster);
+}
 
 rd_kafka_mock_cluster_t *dev_broker_cluster(dev_broker_t *b) { return b->cluster; }
 

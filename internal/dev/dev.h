@@ -83,8 +83,8 @@ typedef struct dev_mock dev_mock_t;
 
 /* Creates a mock provider on loop (not yet listening). knobs is "k=v,k=v" or NULL.
  * NULL and err on a bad knob or out of memory. */
-dev_mock_t *dev_mock_new(uv_loop_t *loop, const char *name, dev_mock_type_t type, const char *knobs, char *err,
-                         size_t errlen);
+dev_mock_t *dev_mock_new(uv_loop_t *loop, const char *name, dev_mock_type_t type, const char *knobs,
+                         char *err, size_t errlen);
 /* Listens on host:port (port 0 = chosen by the kernel). 0, or a negative uv error and err. */
 int dev_mock_listen(dev_mock_t *m, const char *host, int port, char *err, size_t errlen);
 /* The port it listens on (after dev_mock_listen). */
@@ -116,9 +116,9 @@ typedef struct {
 } dev_provider_t;
 
 typedef struct {
-    int n_brokers;        /* default 1 */
-    bool no_broker;       /* start no broker */
-    dev_topic_t *topics;  /* topics to create */
+    int n_brokers;       /* default 1 */
+    bool no_broker;      /* start no broker */
+    dev_topic_t *topics; /* topics to create */
     size_t n_topics;
     dev_provider_t *providers;
     size_t n_providers;

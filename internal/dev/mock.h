@@ -21,15 +21,23 @@ typedef struct {
     bool not_json, comments, crlf, ping, thinking;
 } mock_knobs_t;
 
-typedef enum { EP_CHAT = 0, EP_MESSAGES, EP_STATS, EP_STATS_RESET, EP_CONTROL, EP_OTHER, EP_COUNT } mock_endpoint_t;
+typedef enum {
+    EP_CHAT = 0,
+    EP_MESSAGES,
+    EP_STATS,
+    EP_STATS_RESET,
+    EP_CONTROL,
+    EP_OTHER,
+    EP_COUNT
+} mock_endpoint_t;
 
 typedef struct {
     uint64_t requests, streamed, by_endpoint[EP_COUNT];
     uint64_t disconnects, cut, bytes_out, connections_total;
     int64_t in_flight, in_flight_peak, connections_open;
     int64_t first_request_ms, last_request_ms;
-    int64_t rps_second;            /* the wall second being counted */
-    uint64_t rps_count, rps_peak;  /* requests in that second; the most in any second */
+    int64_t rps_second;           /* the wall second being counted */
+    uint64_t rps_count, rps_peak; /* requests in that second; the most in any second */
     struct {
         int status;
         uint64_t count;
@@ -48,7 +56,7 @@ struct dev_mock {
     uint64_t rng;
     uint64_t next_id;
     mock_stats_t stats;
-    struct mock_conn *conns; /* every open connection, for closing */
+    struct mock_conn *conns;  /* every open connection, for closing */
     char rbuf[MOCK_READ_BUF]; /* shared read buffer: reads are copied out at once */
 };
 

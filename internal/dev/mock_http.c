@@ -120,6 +120,7 @@ static void conn_response_done(mock_conn_t *c)
     c->final_queued = c->started = c->sent_continue = c->api = c->cut = false;
     c->tok_off = 0;
     c->toks_sent = 0;
+    c->id[0] = '\0';
     c->drip_off = 0;
     conn_process(c);
 }
@@ -148,6 +149,7 @@ static int conn_write(mock_conn_t *c, buf_t *b)
         return 0;
     mock_wreq_t *w = base_malloc(sizeof *w);
     if (!w) {
+        buf_free(b);
         conn_close(c);
         return -1;
     }
@@ -212,8 +214,8 @@ static const char *reason(int status)
 static int head(mock_conn_t *c, buf_t *out, int status, const char *ctype, long long body_len)
 {
     dev_mock_t *m = c->m;
-    int rc = buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s: %s\r\n", status, reason(status), ctype,
-                        m->type == DEV_MOCK_OPENAI ? "x-request-id" : "request-id", c->id);
+    int rc = buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s: %s\r\n", status, reason(status),
+                        ctype, m->type == DEV_MOCK_OPENAI ? "x-request-id" : "request-id", c->id);
     if (rc == 0 && body_len >= 0)
         rc = buf_printf(out, "Content-Length: %lld\r\n", body_len);
     else if (rc == 0)
@@ -281,7 +283,8 @@ static int next_piece(mock_conn_t *c, buf_t *out, bool *last, bool *cut, bool *t
     *last = *cut = *token = false;
     if (!c->started && c->status != 200) {
         c->started = *last = true;
-        respond_error(c, c->status, c->status == 429 ? "Rate limit reached for requests" : "Mock failure", false);
+        respond_error(c, c->status, c->status == 429 ? "Rate limit reached for requests" : "Mock failure",
+                      false);
         return 1;
     }
     if (!c->started && (!c->call.stream || k->not_json)) {
@@ -498,9 +501,12 @@ static void dispatch(mock_conn_t *c, const char *method, size_t mlen, const char
         const char *path, *method;
         mock_endpoint_t ep;
     } routes[] = {
-        {"/v1/chat/completions", "POST", EP_CHAT}, {"/v1/messages", "POST", EP_MESSAGES},
-        {"/stats", "GET", EP_STATS},               {"/stats/reset", "POST", EP_STATS_RESET},
-        {"/control", "GET", EP_CONTROL},           {"/control", "POST", EP_CONTROL},
+        {"/v1/chat/completions", "POST", EP_CHAT},
+        {"/v1/messages", "POST", EP_MESSAGES},
+        {"/stats", "GET", EP_STATS},
+        {"/stats/reset", "POST", EP_STATS_RESET},
+        {"/control", "GET", EP_CONTROL},
+        {"/control", "POST", EP_CONTROL},
     };
     const char *q = memchr(path, '?', plen);
     if (q)
@@ -511,7 +517,8 @@ static void dispatch(mock_conn_t *c, const char *method, size_t mlen, const char
         mock_endpoint_t ep = routes[i].ep;
         if (strlen(routes[i].path) != plen || memcmp(routes[i].path, path, plen) != 0)
             continue;
-        if ((ep == EP_CHAT && m->type != DEV_MOCK_OPENAI) || (ep == EP_MESSAGES && m->type != DEV_MOCK_ANTHROPIC))
+        if ((ep == EP_CHAT && m->type != DEV_MOCK_OPENAI) ||
+            (ep == EP_MESSAGES && m->type != DEV_MOCK_ANTHROPIC))
             continue;
         path_known = true;
         if (strlen(routes[i].method) != mlen || memcmp(routes[i].method, method, mlen) != 0)
@@ -524,7 +531,8 @@ static void dispatch(mock_conn_t *c, const char *method, size_t mlen, const char
         return;
     }
     m->stats.by_endpoint[EP_OTHER]++;
-    respond_error(c, path_known ? 405 : 404, path_known ? "Method not allowed" : "Unknown request URL", false);
+    respond_error(c, path_known ? 405 : 404, path_known ? "Method not allowed" : "Unknown request URL",
+                  false);
 }
 
 /* Case-insensitive header name test. */
@@ -607,8 +615,9 @@ static void conn_process(mock_conn_t *c)
                 return;
             }
             if (st) {
-                respond_error(c, st, st == 501 ? "Transfer-Encoding is not supported; send Content-Length"
-                                                : "Malformed request",
+                respond_error(c, st,
+                              st == 501 ? "Transfer-Encoding is not supported; send Content-Length"
+                                        : "Malformed request",
                               true);
                 return;
             }
@@ -623,7 +632,8 @@ static void conn_process(mock_conn_t *c)
             respond_error(c, 400, "Malformed request line", true);
             return;
         }
-        dispatch(c, d, (size_t)(sp1 - d), sp1 + 1, (size_t)(sp2 - sp1 - 1), d + c->head_len, need - c->head_len);
+        dispatch(c, d, (size_t)(sp1 - d), sp1 + 1, (size_t)(sp2 - sp1 - 1), d + c->head_len,
+                 need - c->head_len);
         if (c->closing)
             return;
         memmove(c->in.data, c->in.data + need, c->in.len - need);
@@ -679,17 +689,19 @@ static void on_connection(uv_stream_t *server, int status)
     m->conns = c;
     m->stats.connections_open++;
     m->stats.connections_total++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
         conn_close(c);
     else
         uv_tcp_nodelay(&c->tcp, 1);
 }
 
-dev_mock_t *dev_mock_new(uv_loop_t *loop, const char *name, dev_mock_type_t type, const char *knobs, char *err,
-                         size_t errlen)
+dev_mock_t *dev_mock_new(uv_loop_t *loop, const char *name, dev_mock_type_t type, const char *knobs,
+                         char *err, size_t errlen)
 {
     size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > 64 || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != n) {
+    if (n == 0 || n > 64 ||
+        strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != n) {
         snprintf(err, errlen, "provider name must be 1-64 letters, digits, '-', '_' or '.'");
         return NULL;
     }

@@ -19,17 +19,28 @@ typedef struct {
     double min, max;
 } knob_def_t;
 
-#define KI(f, lo, hi) {#f, KNOB_INT, offsetof(mock_knobs_t, f), lo, hi}
-#define KD(f)         {#f, KNOB_DBL, offsetof(mock_knobs_t, f), 0, 1}
-#define KB(f)         {#f, KNOB_BOOL, offsetof(mock_knobs_t, f), 0, 1}
+#define KNOB_AT(f) offsetof(mock_knobs_t, f)
 
+/* Every knob: name, type, field, range. */
 static const knob_def_t knob_defs[] = {
-    KI(latency_ms, 0, 3600000),  KI(tail_ms, 0, 3600000),     KD(tail_prob),
-    KI(token_ms, 0, 600000),     KD(fail_rate),               KI(fail_status, 100, 599),
-    KI(fail_next, 0, 1000000000), KI(retry_after_s, 0, 86400), KI(cut_after, -1, 1000000000),
-    KI(error_after, -1, 1000000000), KI(drip_ms, 0, 600000),  KB(not_json),
-    KI(pad_bytes, 0, 4 * 1024 * 1024), KB(comments),          KB(crlf),
-    KB(ping),                    KB(thinking),                KI(seed, 0, 9007199254740991.0),
+    {"latency_ms", KNOB_INT, KNOB_AT(latency_ms), 0, 3600000},
+    {"tail_ms", KNOB_INT, KNOB_AT(tail_ms), 0, 3600000},
+    {"tail_prob", KNOB_DBL, KNOB_AT(tail_prob), 0, 1},
+    {"token_ms", KNOB_INT, KNOB_AT(token_ms), 0, 600000},
+    {"fail_rate", KNOB_DBL, KNOB_AT(fail_rate), 0, 1},
+    {"fail_status", KNOB_INT, KNOB_AT(fail_status), 100, 599},
+    {"fail_next", KNOB_INT, KNOB_AT(fail_next), 0, 1e9},
+    {"retry_after_s", KNOB_INT, KNOB_AT(retry_after_s), 0, 86400},
+    {"cut_after", KNOB_INT, KNOB_AT(cut_after), -1, 1e9},
+    {"error_after", KNOB_INT, KNOB_AT(error_after), -1, 1e9},
+    {"drip_ms", KNOB_INT, KNOB_AT(drip_ms), 0, 600000},
+    {"not_json", KNOB_BOOL, KNOB_AT(not_json), 0, 1},
+    {"pad_bytes", KNOB_INT, KNOB_AT(pad_bytes), 0, 4194304},
+    {"comments", KNOB_BOOL, KNOB_AT(comments), 0, 1},
+    {"crlf", KNOB_BOOL, KNOB_AT(crlf), 0, 1},
+    {"ping", KNOB_BOOL, KNOB_AT(ping), 0, 1},
+    {"thinking", KNOB_BOOL, KNOB_AT(thinking), 0, 1},
+    {"seed", KNOB_INT, KNOB_AT(seed), 0, 9007199254740991.0},
 };
 
 void mock_knobs_defaults(mock_knobs_t *k)
@@ -99,7 +110,8 @@ int dev_mock_set_knobs(dev_mock_t *m, const char *spec, char *err, size_t errlen
         return -1;
     }
     int rc = 0;
-    for (char *save = NULL, *kv = strtok_r(copy, ",", &save); kv && rc == 0; kv = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *kv = strtok_r(copy, ",", &save); kv && rc == 0;
+         kv = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(kv, '=');
         if (!eq) {
             snprintf(err, errlen, "knob '%s' has no '=value'", kv);
@@ -150,7 +162,8 @@ int mock_knobs_json(const dev_mock_t *m, buf_t *out)
         const char *field = (const char *)&m->knobs + d->off;
         const char *sep = i ? "," : "";
         if (d->type == KNOB_INT)
-            rc = buf_printf(out, "%s\"%s\":%lld", sep, d->name, (long long)*(const int64_t *)(const void *)field);
+            rc = buf_printf(out, "%s\"%s\":%lld", sep, d->name,
+                            (long long)*(const int64_t *)(const void *)field);
         else if (d->type == KNOB_DBL)
             rc = buf_printf(out, "%s\"%s\":%.17g", sep, d->name, *(const double *)(const void *)field);
         else
@@ -165,8 +178,9 @@ static const char *const endpoint_names[EP_COUNT] = {"chat_completions", "messag
 int mock_stats_json(const dev_mock_t *m, buf_t *out)
 {
     const mock_stats_t *s = &m->stats;
-    int rc = buf_printf(out, "{\"name\":\"%s\",\"type\":\"%s\",\"requests\":{\"total\":%llu,\"streamed\":%llu,"
-                             "\"by_endpoint\":{",
+    int rc = buf_printf(out,
+                        "{\"name\":\"%s\",\"type\":\"%s\",\"requests\":{\"total\":%llu,\"streamed\":%llu,"
+                        "\"by_endpoint\":{",
                         m->name, dev_mock_type_name(m->type), (unsigned long long)s->requests,
                         (unsigned long long)s->streamed);
     for (int i = 0; i < EP_COUNT && rc == 0; i++)
@@ -177,15 +191,17 @@ int mock_stats_json(const dev_mock_t *m, buf_t *out)
         if (s->statuses[i].status)
             rc = buf_printf(out, "%s\"%d\":%llu", n++ ? "," : "", s->statuses[i].status,
                             (unsigned long long)s->statuses[i].count);
-    rc = rc ? rc
-            : buf_printf(out,
-                         "},\"in_flight\":{\"now\":%lld,\"peak\":%lld},\"client_disconnects\":%llu,"
-                         "\"cut_streams\":%llu,\"bytes_out\":%llu,\"connections\":{\"open\":%lld,\"total\":%llu},"
-                         "\"first_request_ms\":%lld,\"last_request_ms\":%lld,\"peak_rps\":%llu,\"knobs\":",
-                         (long long)s->in_flight, (long long)s->in_flight_peak, (unsigned long long)s->disconnects,
-                         (unsigned long long)s->cut, (unsigned long long)s->bytes_out, (long long)s->connections_open,
-                         (unsigned long long)s->connections_total, (long long)s->first_request_ms,
-                         (long long)s->last_request_ms, (unsigned long long)s->rps_peak);
+    rc =
+        rc ? rc
+           : buf_printf(
+                 out,
+                 "},\"in_flight\":{\"now\":%lld,\"peak\":%lld},\"client_disconnects\":%llu,"
+                 "\"cut_streams\":%llu,\"bytes_out\":%llu,\"connections\":{\"open\":%lld,\"total\":%llu},"
+                 "\"first_request_ms\":%lld,\"last_request_ms\":%lld,\"peak_rps\":%llu,\"knobs\":",
+                 (long long)s->in_flight, (long long)s->in_flight_peak, (unsigned long long)s->disconnects,
+                 (unsigned long long)s->cut, (unsigned long long)s->bytes_out, (long long)s->connections_open,
+                 (unsigned long long)s->connections_total, (long long)s->first_request_ms,
+                 (long long)s->last_request_ms, (unsigned long long)s->rps_peak);
     rc = rc ? rc : mock_knobs_json(m, out);
     return rc ? rc : buf_append_str(out, "}");
 }

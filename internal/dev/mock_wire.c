@@ -20,7 +20,7 @@ int mock_json_escape(buf_t *b, const char *s, size_t n)
         if (buf_append(b, s + run, i - run) < 0)
             return -1;
         run = i + 1;
-        int rc = ch == '"' ? buf_append_str(b, "\\\"")
+        int rc = ch == '"'    ? buf_append_str(b, "\\\"")
                  : ch == '\\' ? buf_append_str(b, "\\\\")
                  : ch == '\n' ? buf_append_str(b, "\\n")
                  : ch == '\r' ? buf_append_str(b, "\\r")
@@ -145,8 +145,9 @@ int mock_call_parse(const dev_mock_t *m, const char *body, size_t len, mock_call
     }
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        snprintf(err, errlen, m->type == DEV_MOCK_OPENAI ? "'messages' is a required property"
-                                                         : "messages: Field required");
+        snprintf(err, errlen,
+                 m->type == DEV_MOCK_OPENAI ? "'messages' is a required property"
+                                            : "messages: Field required");
         goto out;
     }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
@@ -161,7 +162,8 @@ int mock_call_parse(const dev_mock_t *m, const char *body, size_t len, mock_call
     call->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     call->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    const cJSON *sys = m->type == DEV_MOCK_ANTHROPIC ? cJSON_GetObjectItemCaseSensitive(root, "system") : NULL;
+    const cJSON *sys =
+        m->type == DEV_MOCK_ANTHROPIC ? cJSON_GetObjectItemCaseSensitive(root, "system") : NULL;
     if (!call->model || build_answer(m, sys, msgs, call) < 0) {
         snprintf(err, errlen, "out of memory");
         status = 500;
@@ -224,9 +226,12 @@ int mock_error_body(dev_mock_type_t type, int status, const char *message, buf_t
                                            : "null";
         rc = buf_append_str(out, "{\"error\":{\"message\":\"");
         rc = rc ? rc : mock_json_escape(out, message, strlen(message));
-        rc = rc ? rc : buf_printf(out, "\",\"type\":\"%s\",\"param\":null,\"code\":%s}}", error_type(type, status), code);
+        rc = rc ? rc
+                : buf_printf(out, "\",\"type\":\"%s\",\"param\":null,\"code\":%s}}", error_type(type, status),
+                             code);
     } else {
-        rc = buf_printf(out, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"", error_type(type, status));
+        rc = buf_printf(out, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"",
+                        error_type(type, status));
         rc = rc ? rc : mock_json_escape(out, message, strlen(message));
         rc = rc ? rc : buf_append_str(out, "\"}}");
     }
@@ -248,29 +253,34 @@ int mock_answer_json(const dev_mock_t *m, const mock_call_t *call, const char *i
     int64_t c = mock_count_tokens(call->text, call->text_len), p = call->prompt_tokens;
     int rc;
     if (m->type == DEV_MOCK_OPENAI) {
-        rc = buf_printf(out,
-                        "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%lld,\"model\":\"", id,
-                        (long long)time(NULL));
+        rc = buf_printf(out, "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%lld,\"model\":\"",
+                        id, (long long)time(NULL));
         rc = rc ? rc : mock_json_escape(out, call->model, strlen(call->model));
-        rc = rc ? rc : buf_append_str(out, "\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
-        rc = rc ? rc : text_then(out, call, "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],");
         rc = rc ? rc
-                : buf_printf(out,
-                             "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld},"
-                             "\"system_fingerprint\":\"fp_parley_mock\"}",
-                             (long long)p, (long long)c, (long long)(p + c));
+                : buf_append_str(
+                      out, "\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
+        rc =
+            rc ? rc
+               : text_then(out, call, "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],");
+        rc = rc ? rc
+                : buf_printf(
+                      out,
+                      "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld},"
+                      "\"system_fingerprint\":\"fp_parley_mock\"}",
+                      (long long)p, (long long)c, (long long)(p + c));
         return rc;
     }
     rc = buf_printf(out, "{\"id\":\"%s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"", id);
     rc = rc ? rc : mock_json_escape(out, call->model, strlen(call->model));
     rc = rc ? rc : buf_append_str(out, "\",\"content\":[");
     if (rc == 0 && m->knobs.thinking)
-        rc = buf_printf(out, "{\"type\":\"thinking\",\"thinking\":\"%s\",\"signature\":\"%s\"},", thinking_text,
-                        signature);
+        rc = buf_printf(out, "{\"type\":\"thinking\",\"thinking\":\"%s\",\"signature\":\"%s\"},",
+                        thinking_text, signature);
     rc = rc ? rc : buf_append_str(out, "{\"type\":\"text\",\"text\":\"");
     rc = rc ? rc : text_then(out, call, "\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,");
     rc = rc ? rc
-            : buf_printf(out, "\"usage\":{\"input_tokens\":%lld,\"output_tokens\":%lld}}", (long long)p, (long long)c);
+            : buf_printf(out, "\"usage\":{\"input_tokens\":%lld,\"output_tokens\":%lld}}", (long long)p,
+                         (long long)c);
     return rc;
 }
 
@@ -301,10 +311,13 @@ static int openai_chunk_open(const dev_mock_t *m, const mock_call_t *call, const
 {
     int rc = sse_open(m, out, NULL);
     rc = rc ? rc
-            : buf_printf(out, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":\"", id,
-                         (long long)time(NULL));
+            : buf_printf(out,
+                         "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":\"",
+                         id, (long long)time(NULL));
     rc = rc ? rc : mock_json_escape(out, call->model, strlen(call->model));
-    return rc ? rc : buf_append_str(out, "\",\"system_fingerprint\":\"fp_parley_mock\",\"choices\":[{\"index\":0,\"delta\":");
+    return rc ? rc
+              : buf_append_str(
+                    out, "\",\"system_fingerprint\":\"fp_parley_mock\",\"choices\":[{\"index\":0,\"delta\":");
 }
 
 /* The tail of an OpenAI chunk after the delta. */
@@ -327,21 +340,24 @@ int mock_sse_start(const dev_mock_t *m, const mock_call_t *call, const char *id,
     }
     rc = sse_open(m, out, "message_start");
     rc = rc ? rc
-            : buf_printf(out, "{\"type\":\"message_start\",\"message\":{\"id\":\"%s\",\"type\":\"message\","
-                              "\"role\":\"assistant\",\"model\":\"",
+            : buf_printf(out,
+                         "{\"type\":\"message_start\",\"message\":{\"id\":\"%s\",\"type\":\"message\","
+                         "\"role\":\"assistant\",\"model\":\"",
                          id);
     rc = rc ? rc : mock_json_escape(out, call->model, strlen(call->model));
     rc = rc ? rc
-            : buf_printf(out, "\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{"
-                              "\"input_tokens\":%lld,\"output_tokens\":1}}}",
+            : buf_printf(out,
+                         "\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{"
+                         "\"input_tokens\":%lld,\"output_tokens\":1}}}",
                          (long long)call->prompt_tokens);
     rc = rc ? rc : sse_close(m, out);
     rc = rc ? rc : mock_sse_ping(m, out);
     if (rc == 0 && m->knobs.thinking) {
         char data[256];
-        rc = sse_event(m, out, "content_block_start",
-                       "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\","
-                       "\"thinking\":\"\"}}");
+        rc = sse_event(
+            m, out, "content_block_start",
+            "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\","
+            "\"thinking\":\"\"}}");
         snprintf(data, sizeof data,
                  "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\","
                  "\"thinking\":\"%s\"}}",
@@ -352,14 +368,16 @@ int mock_sse_start(const dev_mock_t *m, const mock_call_t *call, const char *id,
                  "\"signature\":\"%s\"}}",
                  signature);
         rc = rc ? rc : sse_event(m, out, "content_block_delta", data);
-        rc = rc ? rc : sse_event(m, out, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}");
+        rc = rc ? rc
+                : sse_event(m, out, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}");
     }
     rc = rc ? rc : sse_open(m, out, "content_block_start");
-    rc = rc ? rc
-            : buf_printf(out,
-                         "{\"type\":\"content_block_start\",\"index\":%d,\"content_block\":{\"type\":\"text\","
-                         "\"text\":\"\"}}",
-                         text_block_index(m));
+    rc =
+        rc ? rc
+           : buf_printf(out,
+                        "{\"type\":\"content_block_start\",\"index\":%d,\"content_block\":{\"type\":\"text\","
+                        "\"text\":\"\"}}",
+                        text_block_index(m));
     return rc ? rc : sse_close(m, out);
 }
 
@@ -376,8 +394,9 @@ int mock_sse_token(const dev_mock_t *m, const mock_call_t *call, const char *id,
     }
     rc = sse_open(m, out, "content_block_delta");
     rc = rc ? rc
-            : buf_printf(out, "{\"type\":\"content_block_delta\",\"index\":%d,\"delta\":{\"type\":\"text_delta\","
-                              "\"text\":\"",
+            : buf_printf(out,
+                         "{\"type\":\"content_block_delta\",\"index\":%d,\"delta\":{\"type\":\"text_delta\","
+                         "\"text\":\"",
                          text_block_index(m));
     rc = rc ? rc : mock_json_escape(out, tok, n);
     rc = rc ? rc : buf_append_str(out, "\"}}");
@@ -395,8 +414,9 @@ int mock_sse_end(const dev_mock_t *m, const mock_call_t *call, const char *id, i
             long long p = call->prompt_tokens;
             rc = sse_open(m, out, NULL);
             rc = rc ? rc
-                    : buf_printf(out, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,"
-                                      "\"model\":\"",
+                    : buf_printf(out,
+                                 "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,"
+                                 "\"model\":\"",
                                  id, (long long)time(NULL));
             rc = rc ? rc : mock_json_escape(out, call->model, strlen(call->model));
             rc = rc ? rc
@@ -414,7 +434,8 @@ int mock_sse_end(const dev_mock_t *m, const mock_call_t *call, const char *id, i
     rc = rc ? rc : sse_open(m, out, "message_delta");
     rc = rc ? rc
             : buf_printf(out,
-                         "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},"
+                         "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_"
+                         "sequence\":null},"
                          "\"usage\":{\"output_tokens\":%lld}}",
                          (long long)tokens);
     rc = rc ? rc : sse_close(m, out);
@@ -424,10 +445,13 @@ int mock_sse_end(const dev_mock_t *m, const mock_call_t *call, const char *id, i
 int mock_sse_error(const dev_mock_t *m, buf_t *out)
 {
     if (m->type == DEV_MOCK_OPENAI)
-        return sse_event(m, out, NULL,
-                         "{\"error\":{\"message\":\"The server had an error while processing your request. Sorry "
-                         "about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
-    return sse_event(m, out, "error", "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}");
+        return sse_event(
+            m, out, NULL,
+            "{\"error\":{\"message\":\"The server had an error while processing your request. Sorry "
+            "about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
+    return sse_event(
+        m, out, "error",
+        "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}");
 }
 
 int mock_sse_comment(const dev_mock_t *m, buf_t *out)

@@ -52,7 +52,8 @@ int dev_provider_parse(const char *spec, dev_provider_t *out, char *err, size_t 
         goto out;
     }
     rc = 0;
-    for (char *save = NULL, *kv = strtok_r(list, ",", &save); kv && rc == 0; kv = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *kv = strtok_r(list, ",", &save); kv && rc == 0;
+         kv = strtok_r(NULL, ",", &save)) {
         if (strncmp(kv, "port=", 5) == 0) {
             char *e;
             long p = strtol(kv + 5, &e, 10);
@@ -118,15 +119,15 @@ static const char *default_model(dev_mock_type_t t)
 /* The worker config (CONTRACT §4) pointing at this stack. */
 static int config_yaml(const stack_state_t *s, const dev_options_t *opt, buf_t *out)
 {
-    int rc = buf_printf(out,
-                        "# parley worker config for the `parley dev` stack (written by parley dev --write-config).\n"
-                        "kafka:\n  brokers: \"%s\"\n  group_id: parley\n  jobs_topic: %s\n  reply_topic: %s\n"
-                        "  dlq_topic: %s\nredis:\n  url: \"${REDIS_URL:-redis://127.0.0.1:6379/0}\"\n"
-                        "llm:\n  strategy: race\n  providers:\n",
-                        s->broker ? dev_broker_bootstraps(s->broker) : "127.0.0.1:9092",
-                        opt->jobs_topic ? opt->jobs_topic : "chat.jobs",
-                        opt->reply_topic ? opt->reply_topic : "chat.replies",
-                        opt->dlq_topic ? opt->dlq_topic : "chat.jobs.dlq");
+    int rc = buf_printf(
+        out,
+        "# parley worker config for the `parley dev` stack (written by parley dev --write-config).\n"
+        "kafka:\n  brokers: \"%s\"\n  group_id: parley\n  jobs_topic: %s\n  reply_topic: %s\n"
+        "  dlq_topic: %s\nredis:\n  url: \"${REDIS_URL:-redis://127.0.0.1:6379/0}\"\n"
+        "llm:\n  strategy: race\n  providers:%s\n",
+        s->broker ? dev_broker_bootstraps(s->broker) : "127.0.0.1:9092",
+        opt->jobs_topic ? opt->jobs_topic : "chat.jobs", opt->reply_topic ? opt->reply_topic : "chat.replies",
+        opt->dlq_topic ? opt->dlq_topic : "chat.jobs.dlq", s->n_mocks ? "" : " []");
     for (size_t i = 0; i < s->n_mocks && rc == 0; i++) {
         const dev_mock_t *m = s->mocks[i];
         rc = buf_printf(out,
@@ -141,15 +142,17 @@ static int config_yaml(const stack_state_t *s, const dev_options_t *opt, buf_t *
 /* The ready file's JSON. */
 static int ready_json(const stack_state_t *s, buf_t *out)
 {
-    int rc = buf_printf(out, "{\"brokers\":\"%s\",\"providers\":{", s->broker ? dev_broker_bootstraps(s->broker) : "");
+    int rc = buf_printf(out, "{\"brokers\":\"%s\",\"providers\":{",
+                        s->broker ? dev_broker_bootstraps(s->broker) : "");
     for (size_t i = 0; i < s->n_mocks && rc == 0; i++) {
         const dev_mock_t *m = s->mocks[i];
         const char *h = s->url_host;
         int p = dev_mock_port(m);
-        rc = buf_printf(out,
-                        "%s\"%s\":{\"type\":\"%s\",\"base_url\":\"http://%s:%d/v1\",\"stats\":\"http://%s:%d/stats\","
-                        "\"control\":\"http://%s:%d/control\"}",
-                        i ? "," : "", dev_mock_name(m), dev_mock_type_name(dev_mock_type(m)), h, p, h, p, h, p);
+        rc = buf_printf(
+            out,
+            "%s\"%s\":{\"type\":\"%s\",\"base_url\":\"http://%s:%d/v1\",\"stats\":\"http://%s:%d/stats\","
+            "\"control\":\"http://%s:%d/control\"}",
+            i ? "," : "", dev_mock_name(m), dev_mock_type_name(dev_mock_type(m)), h, p, h, p, h, p);
     }
     return rc ? rc : buf_printf(out, "},\"pid\":%d}\n", (int)getpid());
 }
@@ -189,7 +192,8 @@ static int stack_start(stack_state_t *s, const dev_options_t *opt, char *err, si
         if (!(s->broker = dev_broker_new(opt->n_brokers ? opt->n_brokers : 1, err, errlen)))
             return -1;
         for (size_t i = 0; i < opt->n_topics; i++)
-            if (dev_broker_topic_create(s->broker, opt->topics[i].name, opt->topics[i].partitions, err, errlen) < 0)
+            if (dev_broker_topic_create(s->broker, opt->topics[i].name, opt->topics[i].partitions, err,
+                                        errlen) < 0)
                 return -1;
         printf("parley dev: brokers %s\n", dev_broker_bootstraps(s->broker));
         for (size_t i = 0; i < opt->n_topics; i++)

@@ -147,9 +147,8 @@ static void on_kafka_error(void *ctx, bool fatal, int code, const char *text)
         log_error("kafka consumer fatal error; stopping", LOG_I("code", code), LOG_S("error", text));
         e->exit_code = 1;
         raise(SIGTERM);
-        return;
     }
-    log_warn("kafka consumer error", LOG_I("code", code), LOG_S("error", text));
+    /* The kafka module logs every error itself. */
 }
 
 static void on_redis_state(void *ctx, bool up)
@@ -158,10 +157,8 @@ static void on_redis_state(void *ctx, bool up)
     e->redis_up = up;
     if (e->admin)
         admin_set_check(e->admin, ADMIN_CHECK_REDIS, up);
-    if (up)
-        log_info("redis connected");
-    else
-        log_warn("redis unreachable; pausing consumption until it is back", LOG_S("error", store_last_error(e->store)));
+    if (!up)
+        log_warn("redis unreachable; pausing consumption until it is back");
     engine_update_backpressure(e);
     if (up)
         engine_retry_due(e, true);

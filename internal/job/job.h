@@ -62,7 +62,9 @@ typedef struct {
 job_limits_t job_limits_default(void);
 
 /* Why a value is not a valid job. Even then, job_id / conversation_id / metadata_json are set
- * (malloc'd copies) when they could be read and are valid, so that an error reply can be sent. */
+ * (malloc'd copies) when they could be read and are valid, so that an error reply can be sent:
+ * from the tree when the value is a JSON object, else (too large, not JSON, bad UTF-8) by a
+ * tree-free scan of the value's first max_message_bytes for those top-level members. */
 typedef struct {
     job_error_code_t code; /* JOB_ERR_NONE on success */
     char message[256];     /* "message.content: must be a string", "job_id: longer than 128 bytes" */
@@ -105,7 +107,7 @@ typedef struct {
     const char *reply_topic; /* NULL = kafka.reply_topic */
     bool has_deadline;
     int64_t deadline_ms;      /* Unix epoch ms */
-    char *metadata_json;      /* compact JSON object, NULL when absent */
+    char *metadata_json;      /* compact re-serialization (same JSON value), NULL when absent */
     char unknown_params[128]; /* "a,b" names of ignored params members ("...": more), "" none */
     struct cJSON *tree;       /* owned: the parsed value the strings point into */
 } job_t;
@@ -176,7 +178,7 @@ typedef struct {
     job_timing_t timing;
     const job_attempt_t *attempts;
     size_t n_attempts;
-    const char *metadata_json; /* verbatim JSON object (from job_t / job_error_t); NULL = {} */
+    const char *metadata_json; /* JSON object text from job_t / job_error_t, copied verbatim; NULL = {} */
 } job_reply_t;
 
 void job_reply_init(job_reply_t *r, const char *job_id, const char *conversation_id);

@@ -191,14 +191,20 @@ static void flush_waiting(kafka_producer_t *p)
     while (p->wait_head) {
         pmsg_t *m = p->wait_head;
         rd_kafka_resp_err_t err = m->err;
-        if (!err)
+        if (!err) {
+            pmsg_t *next = m->next; /* try_produce links m into the in-flight list */
+            m->next = NULL;
             err = try_produce(p, m, m->topic, m->key, m->key_len, m->value, m->value_len, m->headers,
                               m->n_headers);
-        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            uv_timer_start(&p->timer, on_timer, RETRY_MS, 0);
-            return;
+            if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                m->next = next;
+                uv_timer_start(&p->timer, on_timer, RETRY_MS, 0);
+                return;
+            }
+            p->wait_head = next;
+        } else {
+            p->wait_head = m->next;
         }
-        p->wait_head = m->next;
         if (!p->wait_head)
             p->wait_tail = NULL;
         if (err) {

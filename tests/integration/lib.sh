@@ -58,7 +58,7 @@ rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 start_dev() {
     DEV_READY="$T/dev-ready.json"
     rm -f "$DEV_READY"
-    "$PARLEY" dev --ready-file "$DEV_READY" "$@" >"$T/dev.log" 2>&1 &
+    "$PARLEY" dev --ready-file "$DEV_READY" --write-config "$T/dev-config.yaml" "$@" >"$T/dev.log" 2>&1 &
     PIDS+=($!)
     DEV_PID=$!
     wait_for 30 test -s "$DEV_READY" || fail "parley dev did not become ready"
@@ -66,3 +66,65 @@ start_dev() {
 }
 # dev_field EXPR: a value from the dev ready file, e.g. dev_field 'providers["fast"]'
 dev_field() { $PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(d$1)" "$DEV_READY"; }
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+KT="$PY $HERE/kafkatool.py"
+
+# make_config OUT [dotted.key=YAML-value ...]: the dev stack's worker config with redis.url set to
+# $REDIS_URL, the admin endpoint off and text logs, plus the given overrides, e.g.
+#   make_config "$T/w.yaml" worker.max_in_flight=100 'llm.providers[0].timeout_ms=500'
+make_config() {
+    local out=$1; shift
+    $PY - "$T/dev-config.yaml" "$out" "${REDIS_URL:-}" "$@" <<'PYEOF'
+import re, sys, yaml
+src, out, redis_url, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+cfg = yaml.safe_load(open(src))
+if redis_url:
+    cfg.setdefault("redis", {})["url"] = redis_url
+cfg.setdefault("admin", {})["listen"] = "off"
+cfg.setdefault("log", {})["format"] = "text"
+for s in sets:
+    path, value = s.split("=", 1)
+    node, parts = cfg, re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        key = int(part[1:-1]) if part.startswith("[") else part
+        if last:
+            node[key] = yaml.safe_load(value)
+        else:
+            nxt = parts[i + 1]
+            if isinstance(key, str) and key not in node:
+                node[key] = [] if nxt.startswith("[") else {}
+            node = node[key]
+yaml.safe_dump(cfg, open(out, "w"), sort_keys=False)
+PYEOF
+}
+
+# start_worker NAME CONFIG: runs a worker (log $T/NAME.log); sets WORKER_PID.
+start_worker() {
+    local name=$1 cfg=$2
+    "$PARLEY" worker -c "$cfg" >"$T/$name.log" 2>&1 &
+    WORKER_PID=$!
+    PIDS+=($WORKER_PID)
+}
+# wait_assigned NAME [SECONDS]: until the worker logged its partition assignment.
+wait_assigned() { wait_for "${2:-30}" grep -q "partitions assigned" "$T/$1.log" || fail "$1 got no assignment"; }
+# stop_worker PID: SIGTERM, waits for it to exit; sets STOP_RC to its exit status.
+stop_worker() {
+    STOP_RC=0
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" || STOP_RC=$?
+}
+
+produce() { $KT produce -b "$BROKERS" -t "${2:-chat.jobs}" "$1"; }
+# collect_finals N OUT [TIMEOUT] [TOPIC]: every message of the reply topic until N distinct finals.
+collect_finals() { $KT collect -b "$BROKERS" -t "${4:-chat.replies}" -n "$1" --timeout "${3:-60}" --finals "$2"; }
+collect_n() { $KT collect -b "$BROKERS" -t "${4:-chat.replies}" -n "$1" --timeout "${3:-60}" "$2"; }
+
+# mock_url NAME KIND: a mock provider's stats or control URL.
+mock_url() { dev_field "[\"providers\"][\"$1\"][\"$2\"]"; }
+mock_stats() { curl -sf "$(mock_url "$1" stats)"; }
+mock_control() { curl -sf -X POST -d "$2" "$(mock_url "$1" control)" >/dev/null; }
+mock_reset() { curl -sf -X POST "$(dev_field "[\"providers\"][\"$1\"][\"stats\"]")/reset" >/dev/null; }
+# json_get FILE-OR-- EXPR: evaluates a Python expression on the parsed JSON (d).
+json_get() { if [ "$1" = - ]; then $PY -c "import json,sys; d=json.load(sys.stdin); print($2)"; else $PY -c "import json,sys; d=json.load(sys.stdin); print($2)" <"$1"; fi; }

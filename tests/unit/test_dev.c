@@ -235,10 +235,13 @@ static void sse_parse(const char *s, dev_mock_type_t type, sse_t *out)
                 assert_non_null(j);
                 if (cJSON_GetObjectItem(j, "error"))
                     out->error_event = true;
-                const cJSON *delta = type == DEV_MOCK_OPENAI
-                                         ? cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "delta")
-                                         : cJSON_GetObjectItem(j, "delta");
-                const cJSON *content = cJSON_GetObjectItem(delta, type == DEV_MOCK_OPENAI ? "content" : "text");
+                const cJSON *delta =
+                    type == DEV_MOCK_OPENAI
+                        ? cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0),
+                                              "delta")
+                        : cJSON_GetObjectItem(j, "delta");
+                const cJSON *content =
+                    cJSON_GetObjectItem(delta, type == DEV_MOCK_OPENAI ? "content" : "text");
                 if (cJSON_IsString(content) && *content->valuestring) {
                     strncat(out->text, content->valuestring, sizeof out->text - strlen(out->text) - 1);
                     out->n_deltas++;
@@ -269,11 +272,10 @@ static const char *const oa_req =
     "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief and kind to every "
     "user\"},{\"role\":\"user\",\"content\":\"hi there\"},{\"role\":\"assistant\",\"content\":\"hello!\"},"
     "{\"role\":\"user\",\"content\":\"what is 2+2\"}]%s}";
-static const char *const oa_text =
-    "[mock-oa] n=4 sys=Be brief and kind to eve prev=hello! | what is 2+2";
-static const char *const an_req =
-    "{\"model\":\"claude-x\",\"max_tokens\":64,\"system\":\"Answer in French\",\"messages\":[{\"role\":\"user\","
-    "\"content\":[{\"type\":\"text\",\"text\":\"bonjour\"}]}]%s}";
+static const char *const oa_text = "[mock-oa] n=4 sys=Be brief and kind to eve prev=hello! | what is 2+2";
+static const char *const an_req = "{\"model\":\"claude-x\",\"max_tokens\":64,\"system\":\"Answer in "
+                                  "French\",\"messages\":[{\"role\":\"user\","
+                                  "\"content\":[{\"type\":\"text\",\"text\":\"bonjour\"}]}]%s}";
 static const char *const an_text = "[mock-an] n=2 sys=Answer in French prev=Answer in French | bonjour";
 
 /* Words of s (the mock's token count). */
@@ -312,7 +314,8 @@ static void openai_json_answer(void **state)
     const cJSON *u = cJSON_GetObjectItem(j, "usage");
     assert_int_equal((int)jnum(u, "completion_tokens"), words(oa_text));
     assert_true(jnum(u, "prompt_tokens") >= 1);
-    assert_int_equal((int)jnum(u, "total_tokens"), (int)(jnum(u, "prompt_tokens") + jnum(u, "completion_tokens")));
+    assert_int_equal((int)jnum(u, "total_tokens"),
+                     (int)(jnum(u, "prompt_tokens") + jnum(u, "completion_tokens")));
     cJSON_Delete(j);
     resp_free(&r);
 }
@@ -392,8 +395,8 @@ static void anthropic_json_and_stream(void **state)
 static void anthropic_requires_max_tokens(void **state)
 {
     resp_t r = {0};
-    http(NULL, fx.an_url, "/v1/messages", "{\"model\":\"c\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
-         5000, &r);
+    http(NULL, fx.an_url, "/v1/messages",
+         "{\"model\":\"c\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 5000, &r);
     assert_int_equal(r.status, 400);
     cJSON *j = cJSON_Parse(r.body.data);
     assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "error");
@@ -598,7 +601,8 @@ static void provider_spec_parses(void **state)
 {
     char err[256];
     dev_provider_t p;
-    assert_int_equal(dev_provider_parse("fast:openai:latency_ms=5,port=0,tail_prob=0.1", &p, err, sizeof err), 0);
+    assert_int_equal(dev_provider_parse("fast:openai:latency_ms=5,port=0,tail_prob=0.1", &p, err, sizeof err),
+                     0);
     assert_string_equal(p.name, "fast");
     assert_int_equal(p.type, DEV_MOCK_OPENAI);
     assert_string_equal(p.knobs, "latency_ms=5,tail_prob=0.1");

@@ -319,7 +319,10 @@ static void produce_waits_when_the_local_queue_is_full(void **state)
                          0);
     }
     assert_true(kafka_producer_pending(p) == N_MSGS);
-    assert_true(run_until(&loop, n_reported, &st, 15000));
+    bool all = run_until(&loop, n_reported, &st, 15000);
+    if (!all)
+        fprintf(stderr, "reports %d errors %d pending %zu\n", st.reports, st.errors, kafka_producer_pending(p));
+    assert_true(all);
     assert_int_equal(st.errors, 0);
     assert_false(st.out_of_order);
     bool closed = false;
