@@ -214,8 +214,9 @@ static const char *reason(int status)
 static int head(mock_conn_t *c, buf_t *out, int status, const char *ctype, long long body_len)
 {
     dev_mock_t *m = c->m;
-    int rc = buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s: %s\r\n", status, reason(status),
-                        ctype, m->type == DEV_MOCK_OPENAI ? "x-request-id" : "request-id", c->id);
+    int rc = buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status, reason(status), ctype);
+    if (rc == 0 && c->id[0])
+        rc = buf_printf(out, "%s: %s\r\n", m->type == DEV_MOCK_OPENAI ? "x-request-id" : "request-id", c->id);
     if (rc == 0 && body_len >= 0)
         rc = buf_printf(out, "Content-Length: %lld\r\n", body_len);
     else if (rc == 0)
