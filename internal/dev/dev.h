@@ -16,13 +16,19 @@
  * the last message of L whose role is "user" (at most 4096 bytes), or "-". Content given as an
  * array of blocks counts its "text" blocks joined. Newlines in SYS and PREV become spaces.
  * With pad_bytes=N, " pad pad pad..." (N more bytes) follows.
+ * Requests: HTTP/1.1 with keep-alive, at most 64 headers in 16 KiB, a Content-Length body of at most
+ * 8 MiB (chunked request bodies get 501), Expect: 100-continue honoured.
  * Tokens are the words of the answer, each with its trailing space; a stream sends one token per
  * content chunk, usage reports completion tokens = words sent and prompt tokens = (bytes of all
  * message contents + 3) / 4, at least 1.
  *
  * HTTP endpoints of each mock provider (base_url is http://HOST:PORT/v1):
  *   POST /v1/chat/completions   (type openai)     POST /v1/messages   (type anthropic)
- *   GET  /stats                 counters and knobs, JSON
+ *   GET  /stats                 counters and knobs, JSON: requests{total,streamed,by_endpoint{..}},
+ *                               responses{"200":n,..}, in_flight{now,peak}, client_disconnects (the
+ *                               client left before the answer ended), cut_streams, bytes_out,
+ *                               connections{open,total}, first_request_ms, last_request_ms (wall
+ *                               clock of API calls), peak_rps (most API calls in one wall second), knobs
  *   POST /stats/reset           zero the counters (in_flight.now stays)
  *   GET  /control               the knobs, JSON
  *   POST /control               JSON object {"knob": value, ...}: change knobs at run time
@@ -91,7 +97,9 @@ int dev_mock_listen(dev_mock_t *m, const char *host, int port, char *err, size_t
 int dev_mock_port(const dev_mock_t *m);
 const char *dev_mock_name(const dev_mock_t *m);
 dev_mock_type_t dev_mock_type(const dev_mock_t *m);
-/* Changes knobs from "k=v,k=v" (loop thread only). 0, or -1 and err naming the knob. */
+/* Changes knobs from "k=v,k=v" (loop thread only). 0, or -1 and err naming the knob.
+ * The process should ignore SIGPIPE (dev_run does) so that a write to a vanished client fails
+ * with EPIPE instead of killing it. */
 int dev_mock_set_knobs(dev_mock_t *m, const char *spec, char *err, size_t errlen);
 /* Closes the listener and every connection; the mock frees itself when its last handle has closed
  * (run the loop on). Loop thread only. */

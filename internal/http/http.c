@@ -714,10 +714,9 @@ static size_t on_curl_write(char *p, size_t size, size_t n, void *userp)
     size_t len = size * n;
     if (t->state != T_RUNNING)
         return 0;
-    int64_t now = base_mono_ms();
-    t->last_data_ms = now;
+    t->last_data_ms = base_mono_ms();
     if (t->first_byte_ms < 0) {
-        t->first_byte_ms = now - t->start_ms;
+        t->first_byte_ms = elapsed_ms(t);
         if (t->timed)
             deadline_update(t->client, t);
     }

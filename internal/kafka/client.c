@@ -14,17 +14,48 @@
 /* Keys librdkafka knows for one side only (a trailing '.' makes a prefix); setting them on the other
  * side only earns a warning, so they are skipped there. */
 static const char *const consumer_only[] = {
-    "group.", "enable.auto.", "auto.commit.", "auto.offset.reset", "partition.assignment.strategy",
-    "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms", "fetch.", "queued.",
-    "isolation.level", "check.crcs", "coordinator.query.interval.ms", "consume.callback.max.messages",
-    "enable.partition.eof", "allow.auto.create.topics", "offset.store.", "consume.",
+    "group.",
+    "enable.auto.",
+    "auto.commit.",
+    "auto.offset.reset",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "check.crcs",
+    "coordinator.query.interval.ms",
+    "consume.callback.max.messages",
+    "enable.partition.eof",
+    "allow.auto.create.topics",
+    "offset.store.",
+    "consume.",
 };
 static const char *const producer_only[] = {
-    "acks", "request.required.acks", "linger.ms", "queue.buffering.", "enable.idempotence",
-    "enable.gapless.guarantee", "transactional.id", "transaction.timeout.ms", "message.timeout.ms",
-    "delivery.timeout.ms", "message.send.max.retries", "retries", "retry.backoff.ms", "batch.",
-    "compression.", "sticky.partitioning.linger.ms", "partitioner", "request.timeout.ms",
-    "message.copy.max.bytes", "delivery.report.only.error", "dr_msg_cb", "dr_cb",
+    "acks",
+    "request.required.acks",
+    "linger.ms",
+    "queue.buffering.",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "message.send.max.retries",
+    "retries",
+    "retry.backoff.ms",
+    "batch.",
+    "compression.",
+    "sticky.partitioning.linger.ms",
+    "partitioner",
+    "request.timeout.ms",
+    "message.copy.max.bytes",
+    "delivery.report.only.error",
+    "dr_msg_cb",
+    "dr_cb",
 };
 static const char *const scope_prefix[] = {"consumer.", "producer."};
 
@@ -44,7 +75,8 @@ static const char *scoped_key(kafka_scope_t scope, const char *key)
     size_t own = strlen(scope_prefix[scope]);
     if (strncmp(key, scope_prefix[scope], own) == 0)
         return key + own;
-    const char *other = scope_prefix[scope == KAFKA_SCOPE_CONSUMER ? KAFKA_SCOPE_PRODUCER : KAFKA_SCOPE_CONSUMER];
+    const char *other =
+        scope_prefix[scope == KAFKA_SCOPE_CONSUMER ? KAFKA_SCOPE_PRODUCER : KAFKA_SCOPE_CONSUMER];
     if (strncmp(key, other, strlen(other)) == 0)
         return NULL;
     if (scope == KAFKA_SCOPE_CONSUMER && key_in(key, producer_only, BASE_ARRAY_LEN(producer_only)))

@@ -15,7 +15,7 @@
 #include "base/base.h"
 #include "log/log.h"
 
-#define SERVE_BUDGET 500
+#define SERVE_BUDGET     500
 #define MAX_PARTITION_ID (1 << 20)
 
 typedef struct kafka_part kafka_part_t;
@@ -197,7 +197,8 @@ static void store_offset(kafka_consumer_t *c, kafka_part_t *p)
 }
 
 /* The offsets stored for the partitions of l that have one (the caller destroys the list). */
-static rd_kafka_topic_partition_list_t *stored_offsets(kafka_consumer_t *c, const rd_kafka_topic_partition_list_t *l)
+static rd_kafka_topic_partition_list_t *stored_offsets(kafka_consumer_t *c,
+                                                       const rd_kafka_topic_partition_list_t *l)
 {
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(l->cnt > 0 ? l->cnt : 1);
     for (int i = 0; i < l->cnt; i++) {
@@ -208,8 +209,8 @@ static rd_kafka_topic_partition_list_t *stored_offsets(kafka_consumer_t *c, cons
     return offs;
 }
 
-static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
-                             void *opaque)
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
     kafka_consumer_t *c = opaque;
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -343,8 +344,8 @@ static void revoke_complete(kafka_consumer_t *c)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void revoke_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
-                             void *gen)
+static void revoke_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *gen)
 {
     kafka_consumer_t *c = rd_kafka_opaque(rk);
     if (c->finishing || !c->revoke.committing || (uintptr_t)gen != c->revoke.gen)
@@ -365,7 +366,8 @@ static void revoke_commit(kafka_consumer_t *c)
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__NO_OFFSET;
     if (offs->cnt > 0) {
         c->revoke.committing = true;
-        err = rd_kafka_commit_queue(c->rk, offs, c->queue, revoke_commit_cb, (void *)(uintptr_t)c->revoke.gen);
+        err =
+            rd_kafka_commit_queue(c->rk, offs, c->queue, revoke_commit_cb, (void *)(uintptr_t)c->revoke.gen);
     }
     rd_kafka_topic_partition_list_destroy(offs);
     if (err) {
@@ -380,7 +382,8 @@ static void revoke_maybe_complete(kafka_consumer_t *c)
         return;
     if (!c->revoke.lost && !c->closing)
         for (int i = 0; i < c->revoke.list->cnt; i++) {
-            kafka_part_t *p = part_find(c, c->revoke.list->elems[i].topic, c->revoke.list->elems[i].partition);
+            kafka_part_t *p =
+                part_find(c, c->revoke.list->elems[i].topic, c->revoke.list->elems[i].partition);
             if (p && p->outstanding > 0)
                 return;
         }
@@ -677,7 +680,8 @@ static void finish_close(kafka_consumer_t *c)
     detach_all(c);
     rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
     rd_kafka_queue_destroy(c->queue);
-    log_info("kafka: consumer closed", LOG_B("clean", !c->close_forced), LOG_I("messages", c->stats.messages));
+    log_info("kafka: consumer closed", LOG_B("clean", !c->close_forced),
+             LOG_I("messages", c->stats.messages));
     kafka_destroy_async(c->loop, c->rk, c->close_forced ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0,
                         after_destroy, c);
 }
@@ -751,11 +755,12 @@ size_t kafka_consumer_partitions(const kafka_consumer_t *c, kafka_partition_info
 /* The consumer configuration: parley's defaults, then kafka.properties. */
 static rd_kafka_conf_t *consumer_conf(const kafka_consumer_options_t *o, char *err, size_t errlen)
 {
-    const char *store = kafka_prop_find(KAFKA_SCOPE_CONSUMER, o->properties, o->n_properties,
-                                        "enable.auto.offset.store");
+    const char *store =
+        kafka_prop_find(KAFKA_SCOPE_CONSUMER, o->properties, o->n_properties, "enable.auto.offset.store");
     if (store && strcmp(store, "false") != 0) {
-        snprintf(err, errlen, "kafka.properties: enable.auto.offset.store: must stay false (parley stores "
-                              "the offset of the finished prefix of each partition itself)");
+        snprintf(err, errlen,
+                 "kafka.properties: enable.auto.offset.store: must stay false (parley stores "
+                 "the offset of the finished prefix of each partition itself)");
         return NULL;
     }
     int64_t max_bytes = o->max_message_bytes > 0 ? o->max_message_bytes : 1048576;

@@ -60,16 +60,16 @@ typedef void (*kafka_closed_cb)(void *ctx);
 typedef struct kafka_consumer kafka_consumer_t;
 
 typedef struct {
-    const char *brokers;        /* bootstrap.servers */
-    const char *group_id;       /* group.id */
-    const char *const *topics;  /* subscribed topics */
+    const char *brokers;       /* bootstrap.servers */
+    const char *group_id;      /* group.id */
+    const char *const *topics; /* subscribed topics */
     size_t n_topics;
     const config_kv_t *properties; /* kafka.properties, set after parley's defaults */
     size_t n_properties;
-    int64_t max_message_bytes;  /* sizes fetch.message.max.bytes (0 = 1 MiB) */
-    int64_t drain_timeout_ms;   /* how long a revoke waits for the engine (0 = 30000) */
-    int64_t close_timeout_ms;   /* bound on the group leave at close (0 = 10000) */
-    const char *client_id;      /* client.id (NULL = "parley") */
+    int64_t max_message_bytes; /* sizes fetch.message.max.bytes (0 = 1 MiB) */
+    int64_t drain_timeout_ms;  /* how long a revoke waits for the engine (0 = 30000) */
+    int64_t close_timeout_ms;  /* bound on the group leave at close (0 = 10000) */
+    const char *client_id;     /* client.id (NULL = "parley") */
 } kafka_consumer_options_t;
 
 /* A consumed message. The fields stay valid until kafka_message_done(); the value is librdkafka's
@@ -104,7 +104,7 @@ typedef struct {
     uint64_t dropped;    /* consumed for a revoked or stopping partition, not handed over */
     uint64_t duplicates; /* redelivered at or below an offset already taken, not handed over */
     uint64_t rebalances;
-    uint64_t commits;         /* offset commits that succeeded */
+    uint64_t commits; /* offset commits that succeeded */
     uint64_t commit_failures;
     size_t assigned;    /* partitions assigned now */
     size_t paused;      /* of which paused by kafka_consumer_pause_all */
@@ -114,8 +114,8 @@ typedef struct {
 typedef struct {
     const char *topic;
     int32_t partition;
-    int64_t committable; /* next offset to commit, -1 when nothing consumed yet */
-    size_t held;         /* unfinished jobs of this partition */
+    int64_t committable;    /* next offset to commit, -1 when nothing consumed yet */
+    size_t held;            /* unfinished jobs of this partition */
     int64_t high_watermark; /* last known end of the log, -1 when unknown */
     bool paused;
     bool revoking;

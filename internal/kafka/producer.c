@@ -11,9 +11,9 @@
 #include "base/base.h"
 #include "log/log.h"
 
-#define RETRY_MS        10
-#define CLOSE_TICK_MS   10
-#define PURGE_GRACE_MS  1000
+#define RETRY_MS       10
+#define CLOSE_TICK_MS  10
+#define PURGE_GRACE_MS 1000
 
 typedef struct pmsg {
     struct pmsg *prev, *next;
@@ -139,10 +139,10 @@ static rd_kafka_resp_err_t try_produce(kafka_producer_t *p, pmsg_t *m, const cha
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers);
     for (size_t i = 0; i < n_headers; i++)
         rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].value_len);
-    rd_kafka_resp_err_t err =
-        rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
-                          RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                          RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+        RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_END);
     if (err) {
         rd_kafka_headers_destroy(hdrs);
         return err;
@@ -279,7 +279,8 @@ static void after_destroy(void *arg)
 {
     kafka_producer_t *p = arg;
     if (p->inflight)
-        log_error("kafka: producer destroyed before these deliveries were reported", LOG_I("count", p->pending));
+        log_error("kafka: producer destroyed before these deliveries were reported",
+                  LOG_I("count", p->pending));
     while (p->inflight) {
         pmsg_t *m = p->inflight;
         inflight_unlink(p, m);

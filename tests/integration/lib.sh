@@ -82,6 +82,9 @@ cfg = yaml.safe_load(open(src))
 if redis_url:
     cfg.setdefault("redis", {})["url"] = redis_url
 cfg.setdefault("admin", {})["listen"] = "off"
+# The mock cluster lets a departed member's partitions go only after its session timeout: keep it
+# short so restarts and rebalances in tests take seconds, not 45 s.
+cfg["kafka"].setdefault("properties", {}).update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
 cfg.setdefault("log", {})["format"] = "text"
 for s in sets:
     path, value = s.split("=", 1)

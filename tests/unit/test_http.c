@@ -984,6 +984,7 @@ static void keep_alive_connections_are_reused(void **state)
     for (int i = 0; i < N; i++) {
         assert_int_equal(k[i].code, HTTP_OK);
         reused += k[i].reused;
+        call_free(&k[i]);
     }
     assert_int_equal(srv(&g_stats->requests) - reqs0, N);
     assert_true(srv(&g_stats->connections) - conns0 <= 2);
@@ -993,6 +994,7 @@ static void keep_alive_connections_are_reused(void **state)
         call_t s = {0};
         run_one(&e, &s, &req, 3000);
         assert_true(s.reused);
+        call_free(&s);
     }
     assert_true(srv(&g_stats->connections) - conns0 <= 2);
     env_close(&e);

@@ -109,8 +109,12 @@ static void bad_properties_name_the_key_not_the_value(void **state)
     char err[512];
     const char *topics[] = {TOPIC};
     config_kv_t unknown[] = {{"no.such.property", "hunter2-secret"}};
-    kafka_consumer_options_t o = {.brokers = "127.0.0.1:1", .group_id = "g", .topics = topics, .n_topics = 1,
-                                  .properties = unknown, .n_properties = 1};
+    kafka_consumer_options_t o = {.brokers = "127.0.0.1:1",
+                                  .group_id = "g",
+                                  .topics = topics,
+                                  .n_topics = 1,
+                                  .properties = unknown,
+                                  .n_properties = 1};
     kafka_consumer_callbacks_t cbs = {.on_message = never_called};
     assert_null(kafka_consumer_new(&loop, &o, &cbs, err, sizeof(err)));
     assert_non_null(strstr(err, "no.such.property"));
@@ -251,8 +255,8 @@ static void produce_delivers_reports_on_the_loop(void **state)
         snprintf(tp, sizeof(tp), "00-%032d-%016d-01", i, i);
         kafka_header_t h[] = {{"traceparent", tp, strlen(tp)}, {"job_id", value, strlen(value)}};
         ctx[i] = (produce_ctx_t){.st = &st, .i = i};
-        assert_int_equal(kafka_produce(p, TOPIC, key, strlen(key), value, strlen(value), h, 2, on_delivery, &ctx[i]),
-                         0);
+        assert_int_equal(
+            kafka_produce(p, TOPIC, key, strlen(key), value, strlen(value), h, 2, on_delivery, &ctx[i]), 0);
     }
     assert_int_equal(st.reports, 0); /* never from inside kafka_produce */
     assert_true(run_until(&loop, all_reported, &st, 15000));
@@ -315,8 +319,8 @@ static void produce_waits_when_the_local_queue_is_full(void **state)
         char key[32];
         snprintf(key, sizeof(key), "reply-%d", i % 30);
         ctx[i] = (order_ctx_t){.st = &st, .key = i % 30};
-        assert_int_equal(kafka_produce(p, "replies", key, strlen(key), "r", 1, NULL, 0, on_ordered_delivery, &ctx[i]),
-                         0);
+        assert_int_equal(
+            kafka_produce(p, "replies", key, strlen(key), "r", 1, NULL, 0, on_ordered_delivery, &ctx[i]), 0);
     }
     assert_true(kafka_producer_pending(p) == N_MSGS);
     assert_true(run_until(&loop, n_reported, &st, 15000));
@@ -343,7 +347,8 @@ static void producer_close_reports_what_it_could_not_deliver(void **state)
     memset(&st, 0, sizeof(st));
     for (int i = 0; i < 20; i++) {
         ctx[i] = (order_ctx_t){.st = &st, .key = 0};
-        assert_int_equal(kafka_produce(p, "nowhere", NULL, 0, "r", 1, NULL, 0, on_ordered_delivery, &ctx[i]), 0);
+        assert_int_equal(kafka_produce(p, "nowhere", NULL, 0, "r", 1, NULL, 0, on_ordered_delivery, &ctx[i]),
+                         0);
     }
     bool closed = false;
     int64_t t0 = base_mono_ms();
@@ -404,7 +409,8 @@ static bool message_matches(const kafka_message_t *m, int i)
     if (kafka_message_header(m, "traceparent", &v, &len) != 0 || len != strlen(tp) || memcmp(v, tp, len) != 0)
         return false;
     kafka_header_t h;
-    if (kafka_message_header_count(m) != 2 || kafka_message_header_at(m, 1, &h) != 0 || strcmp(h.name, "job_id"))
+    if (kafka_message_header_count(m) != 2 || kafka_message_header_at(m, 1, &h) != 0 ||
+        strcmp(h.name, "job_id"))
         return false;
     if (kafka_message_header(m, "tracestate", &v, &len) != -1)
         return false;
@@ -441,7 +447,10 @@ static void on_message(void *ctx, kafka_message_t *m)
     }
 }
 
-static void on_assign(void *ctx, const kafka_tp_t *parts, size_t n) { ((consume_state_t *)ctx)->assigned += (int)n; }
+static void on_assign(void *ctx, const kafka_tp_t *parts, size_t n)
+{
+    ((consume_state_t *)ctx)->assigned += (int)n;
+}
 
 static void on_revoke(void *ctx, const kafka_tp_t *parts, size_t n, bool lost)
 {
@@ -461,24 +470,26 @@ static void consume_state_init(consume_state_t *st, uv_loop_t *loop, bool pausin
     st->resume_timer.data = st;
 }
 
-static kafka_consumer_t *consumer_start(uv_loop_t *loop, consume_state_t *st)
+static kafka_consumer_t *consumer_start(uv_loop_t *loop, consume_state_t *st, const char *group,
+                                        const char *strategy)
 {
     char err[512];
     const char *topics[] = {TOPIC};
     config_kv_t props[] = {{"session.timeout.ms", "6000"},
                            {"heartbeat.interval.ms", "500"},
                            {"acks", "all"}, /* producer-only: skipped for the consumer */
-                           {"consumer.topic.metadata.refresh.interval.ms", "1000"}};
+                           {"consumer.topic.metadata.refresh.interval.ms", "1000"},
+                           {"partition.assignment.strategy", (char *)strategy}};
     kafka_consumer_options_t o = {.brokers = cluster.brokers,
-                                  .group_id = GROUP,
+                                  .group_id = group,
                                   .topics = topics,
                                   .n_topics = 1,
                                   .properties = props,
                                   .n_properties = BASE_ARRAY_LEN(props),
                                   .drain_timeout_ms = 5000,
                                   .close_timeout_ms = 5000};
-    kafka_consumer_callbacks_t cbs = {.ctx = st, .on_message = on_message, .on_assign = on_assign,
-                                      .on_revoke = on_revoke};
+    kafka_consumer_callbacks_t cbs = {
+        .ctx = st, .on_message = on_message, .on_assign = on_assign, .on_revoke = on_revoke};
     kafka_consumer_t *c = kafka_consumer_new(loop, &o, &cbs, err, sizeof(err));
     if (!c)
         fprintf(stderr, "consumer: %s\n", err);
@@ -507,13 +518,13 @@ static int cmp_msg_offset(const void *a, const void *b)
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Committed offsets of GROUP, read with a plain (unsubscribed) client. */
-static void committed_offsets(int64_t out[PARTITIONS])
+/* Committed offsets of group, read with a plain (unsubscribed) client. */
+static void committed_offsets(const char *group, int64_t out[PARTITIONS])
 {
     char why[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", cluster.brokers, why, sizeof(why));
-    rd_kafka_conf_set(conf, "group.id", GROUP, why, sizeof(why));
+    rd_kafka_conf_set(conf, "group.id", group, why, sizeof(why));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
     assert_non_null(rk);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
@@ -543,7 +554,7 @@ static void consume_all_once_across_pause_and_finish_out_of_order(void **state)
     uv_loop_init(&loop);
     static consume_state_t st;
     consume_state_init(&st, &loop, true);
-    assert_non_null(consumer_start(&loop, &st));
+    assert_non_null(consumer_start(&loop, &st, GROUP, "cooperative-sticky"));
     assert_true(run_until(&loop, received_all, &st, 20000));
     assert_int_equal(st.pauses, 2);
     assert_int_equal(st.assigned, PARTITIONS);
@@ -596,7 +607,7 @@ static void consume_all_once_across_pause_and_finish_out_of_order(void **state)
     close_consumer(&loop, &st);
 
     int64_t committed[PARTITIONS];
-    committed_offsets(committed);
+    committed_offsets(GROUP, committed);
     for (int p = 0; p < PARTITIONS; p++)
         if (cluster.unfinished[p] >= 0)
             assert_int_equal(committed[p], cluster.unfinished[p]);
@@ -626,7 +637,7 @@ static void restart_resumes_at_first_unfinished_and_revoke_waits(void **state)
         if (cluster.unfinished[p] >= 0)
             want += (int)(cluster.end[p] - cluster.unfinished[p]);
     assert_true(want > 0);
-    assert_non_null(consumer_start(&loop, &a));
+    assert_non_null(consumer_start(&loop, &a, GROUP, "cooperative-sticky"));
     count_wait_t w = {.st = &a, .want = want};
     assert_true(run_until(&loop, received_n, &w, 20000));
     for (int p = 0; p < PARTITIONS; p++)
@@ -635,7 +646,7 @@ static void restart_resumes_at_first_unfinished_and_revoke_waits(void **state)
     assert_int_equal(a.received, want);
 
     /* a second member joins while a holds every message: a's revoke waits for them */
-    assert_non_null(consumer_start(&loop, &b));
+    assert_non_null(consumer_start(&loop, &b, GROUP, "cooperative-sticky"));
     pair_t pr = {&a, &b};
     assert_true(run_until(&loop, revoke_seen, &pr, 20000));
     assert_false(a.lost);
@@ -669,7 +680,30 @@ static void restart_resumes_at_first_unfinished_and_revoke_waits(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 
     int64_t committed[PARTITIONS];
-    committed_offsets(committed);
+    committed_offsets(GROUP, committed);
+    for (int p = 0; p < PARTITIONS; p++)
+        if (cluster.end[p] >= 0)
+            assert_int_equal(committed[p], cluster.end[p]);
+}
+
+/* An eager strategy (range): assign and revoke replace the whole assignment. */
+static void eager_strategy_consumes_and_commits_everything(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    static consume_state_t st;
+    consume_state_init(&st, &loop, false);
+    assert_non_null(consumer_start(&loop, &st, "g-eager", "range"));
+    assert_true(run_until(&loop, received_all, &st, 20000));
+    assert_int_equal(st.assigned, PARTITIONS);
+    for (int i = 0; i < N_MSGS; i++)
+        assert_int_equal(st.seen[i], 1);
+    for (int k = 0; k < st.n_held; k++)
+        kafka_message_done(st.held[k], true);
+    close_consumer(&loop, &st);
+    assert_int_equal(st.revoked, PARTITIONS);
+    int64_t committed[PARTITIONS];
+    committed_offsets("g-eager", committed);
     for (int p = 0; p < PARTITIONS; p++)
         if (cluster.end[p] >= 0)
             assert_int_equal(committed[p], cluster.end[p]);
@@ -678,19 +712,18 @@ static void restart_resumes_at_first_unfinished_and_revoke_waits(void **state)
 int main(void)
 {
     log_setup(getenv("KAFKA_TEST_DEBUG") ? LOG_DEBUG : LOG_WARN, LOG_FORMAT_TEXT, stderr);
-    const struct CMUnitTest pure[] = {
+    /* one group, so that the runner's summary (the last PASSED line) counts every test; the pure ones
+     * come first and do not use the cluster */
+    const struct CMUnitTest tests[] = {
         cmocka_unit_test(offsets_commit_only_the_finished_prefix),
         cmocka_unit_test(offsets_large_shuffled),
         cmocka_unit_test(bad_properties_name_the_key_not_the_value),
-    };
-    const struct CMUnitTest broker[] = {
         cmocka_unit_test(produce_delivers_reports_on_the_loop),
         cmocka_unit_test(produce_waits_when_the_local_queue_is_full),
         cmocka_unit_test(producer_close_reports_what_it_could_not_deliver),
         cmocka_unit_test(consume_all_once_across_pause_and_finish_out_of_order),
         cmocka_unit_test(restart_resumes_at_first_unfinished_and_revoke_waits),
+        cmocka_unit_test(eager_strategy_consumes_and_commits_everything),
     };
-    int failed = cmocka_run_group_tests_name("kafka_offsets", pure, NULL, NULL);
-    failed += cmocka_run_group_tests_name("kafka_mock_cluster", broker, cluster_setup, cluster_teardown);
-    return failed;
+    return cmocka_run_group_tests_name("kafka", tests, cluster_setup, cluster_teardown);
 }
