@@ -23,35 +23,47 @@
 #define PARLEY_VERSION "0.1.0"
 #endif
 
-#define HEAP_NONE ((size_t)-1)
+#define HEAP_NONE   ((size_t)-1)
 #define NO_DEADLINE INT64_MAX
 
-/* T_NONE: being set up, in no list; T_DONE: its on_done is running. */
-typedef enum { T_NONE, T_IDLE, T_PENDING, T_RUNNING, T_ZOMBIE, T_DONE } tstate_t;
+/* T_NONE: being set up, in no list; T_FAILED: to be ended with t->fail once curl returns;
+ * T_ZOMBIE: cancelled, to be removed once curl returns; T_DONE: its on_done is running. */
+typedef enum { T_NONE, T_IDLE, T_PENDING, T_RUNNING, T_FAILED, T_ZOMBIE, T_DONE } tstate_t;
 
 typedef struct {
     http_transfer_t *head;
     size_t n;
 } tlist_t;
 
+/* One curl multi handle with its timer. curl 7.88 walks every connection of a multi handle on each
+ * curl_multi_remove_handle and every connection to the host when it looks for one to reuse, so CPU
+ * per transfer grows with the connections in one multi; shards keep that walk short. */
+typedef struct shard {
+    http_client_t *client;
+    CURLM *multi;
+    uv_timer_t timer;
+    size_t load; /* transfers assigned to it */
+} shard_t;
+
 /* One socket curl asked us to watch. */
 typedef struct sock {
     uv_poll_t poll;
-    http_client_t *client;
+    shard_t *shard;
     curl_socket_t fd;
     struct sock *prev, *next;
 } sock_t;
 
 struct http_transfer {
     http_client_t *client;
+    shard_t *shard; /* NULL while idle */
     CURL *easy;
     http_transfer_t *prev, *next; /* in the list of its state */
     tstate_t state;
     bool in_multi;
     bool head_seen;
     bool buffer_body;
-    bool timed;          /* has a first-byte or idle timeout (counted in client->n_timed) */
-    http_code_t fail;    /* set when one of our callbacks stopped curl */
+    bool timed;                 /* has a first-byte or idle timeout (counted in client->n_timed) */
+    http_code_t fail;           /* set when one of our callbacks stopped curl */
     struct curl_slist *headers; /* one allocation: nodes, then the strings */
     void (*on_response)(void *ctx, const http_response_t *r);
     int (*on_data)(void *ctx, const char *chunk, size_t n);
@@ -72,11 +84,12 @@ struct http_transfer {
 
 struct http_client {
     uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t curl_timer;     /* curl's single timeout */
+    shard_t *shards;
+    size_t n_shards;
+    CURLSH *share;             /* DNS cache and TLS sessions, shared by all shards */
     uv_timer_t deadline_timer; /* the earliest first-byte / idle deadline */
     int64_t armed_ms;          /* what deadline_timer is set for; NO_DEADLINE = stopped */
-    tlist_t running, pending, zombies, idle;
+    tlist_t running, pending, failed, zombies, idle;
     sock_t *socks;
     http_transfer_t **heap;
     size_t heap_len, heap_cap;
@@ -131,6 +144,7 @@ void http_client_options_init(http_client_options_t *o)
     o->multiplex = true;
     o->dns_cache_timeout_s = 60;
     o->max_idle_handles = HTTP_DEFAULT_MAX_IDLE_HANDLES;
+    o->shards = HTTP_DEFAULT_SHARDS;
 }
 
 /* ---- transfer lists ---- */
@@ -138,12 +152,19 @@ void http_client_options_init(http_client_options_t *o)
 static tlist_t *list_of(http_client_t *c, const http_transfer_t *t)
 {
     switch (t->state) {
-    case T_IDLE: return &c->idle;
-    case T_PENDING: return &c->pending;
-    case T_RUNNING: return &c->running;
-    case T_ZOMBIE: return &c->zombies;
+    case T_IDLE:
+        return &c->idle;
+    case T_PENDING:
+        return &c->pending;
+    case T_RUNNING:
+        return &c->running;
+    case T_FAILED:
+        return &c->failed;
+    case T_ZOMBIE:
+        return &c->zombies;
     case T_NONE:
-    case T_DONE: break;
+    case T_DONE:
+        break;
     }
     return NULL;
 }
@@ -322,6 +343,8 @@ static void transfer_release(http_client_t *c, http_transfer_t *t)
     heap_remove(c, t);
     if (t->timed)
         c->n_timed--;
+    if (t->shard)
+        t->shard->load--;
     free(t->headers);
     buf_free(&t->body);
     CURL *easy = t->easy;
@@ -344,14 +367,17 @@ static void transfer_retire(http_client_t *c, http_transfer_t *t)
 {
     if (t->in_multi) {
         c->in_curl++;
-        curl_multi_remove_handle(c->multi, t->easy);
+        curl_multi_remove_handle(t->shard->multi, t->easy);
         c->in_curl--;
         t->in_multi = false;
     }
     transfer_release(c, t);
 }
 
-static int64_t elapsed_ms(const http_transfer_t *t) { return (int64_t)((base_mono_ns() - t->start_ns) / 1000000u); }
+static int64_t elapsed_ms(const http_transfer_t *t)
+{
+    return (int64_t)((base_mono_ns() - t->start_ns) / 1000000u);
+}
 
 static int64_t info_ms(CURL *e, CURLINFO what)
 {
@@ -368,10 +394,12 @@ static http_code_t classify(const http_transfer_t *t, CURLcode rc)
     if (t->fail != HTTP_OK)
         return t->fail;
     switch (rc) {
-    case CURLE_OK: return HTTP_OK;
+    case CURLE_OK:
+        return HTTP_OK;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT: return HTTP_ERR_CONNECT;
+    case CURLE_COULDNT_CONNECT:
+        return HTTP_ERR_CONNECT;
     case CURLE_OPERATION_TIMEDOUT: {
         curl_off_t pre = 0;
         curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
@@ -390,15 +418,19 @@ static http_code_t classify(const http_transfer_t *t, CURLcode rc)
     case CURLE_SSL_ENGINE_NOTFOUND:
     case CURLE_SSL_ENGINE_SETFAILED:
     case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_USE_SSL_FAILED: return HTTP_ERR_TLS;
-    case CURLE_FILESIZE_EXCEEDED: return HTTP_ERR_TOO_LARGE;
+    case CURLE_USE_SSL_FAILED:
+        return HTTP_ERR_TLS;
+    case CURLE_FILESIZE_EXCEEDED:
+        return HTTP_ERR_TOO_LARGE;
     case CURLE_GOT_NOTHING:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
     case CURLE_PARTIAL_FILE:
     case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM: return HTTP_ERR_CLOSED;
-    default: return HTTP_ERR_OTHER;
+    case CURLE_HTTP2_STREAM:
+        return HTTP_ERR_CLOSED;
+    default:
+        return HTTP_ERR_OTHER;
     }
 }
 
@@ -407,7 +439,8 @@ static void describe_own(http_transfer_t *t, http_code_t code)
 {
     switch (code) {
     case HTTP_ERR_TIMEOUT_FIRST_BYTE:
-        snprintf(t->errbuf, sizeof t->errbuf, "no body byte within %lld ms", (long long)t->first_byte_timeout_ms);
+        snprintf(t->errbuf, sizeof t->errbuf, "no body byte within %lld ms",
+                 (long long)t->first_byte_timeout_ms);
         break;
     case HTTP_ERR_TIMEOUT_IDLE:
         snprintf(t->errbuf, sizeof t->errbuf, "no body byte for %lld ms", (long long)t->idle_timeout_ms);
@@ -415,8 +448,12 @@ static void describe_own(http_transfer_t *t, http_code_t code)
     case HTTP_ERR_TOO_LARGE:
         snprintf(t->errbuf, sizeof t->errbuf, "response body over %zu bytes", t->max_bytes);
         break;
-    case HTTP_ERR_ABORTED: snprintf(t->errbuf, sizeof t->errbuf, "stopped by the data callback"); break;
-    default: snprintf(t->errbuf, sizeof t->errbuf, "out of memory"); break;
+    case HTTP_ERR_ABORTED:
+        snprintf(t->errbuf, sizeof t->errbuf, "stopped by the data callback");
+        break;
+    default:
+        snprintf(t->errbuf, sizeof t->errbuf, "out of memory");
+        break;
     }
 }
 
@@ -451,7 +488,7 @@ static void finish(http_client_t *c, http_transfer_t *t, http_code_t code, CURLc
     heap_remove(c, t);
     if (t->in_multi) {
         c->in_curl++;
-        curl_multi_remove_handle(c->multi, t->easy);
+        curl_multi_remove_handle(t->shard->multi, t->easy);
         c->in_curl--;
         t->in_multi = false;
     }
@@ -470,7 +507,7 @@ static void finish(http_client_t *c, http_transfer_t *t, http_code_t code, CURLc
 static int add_to_multi(http_client_t *c, http_transfer_t *t)
 {
     c->in_curl++;
-    CURLMcode mrc = curl_multi_add_handle(c->multi, t->easy);
+    CURLMcode mrc = curl_multi_add_handle(t->shard->multi, t->easy);
     c->in_curl--;
     if (mrc != CURLM_OK)
         return -1;
@@ -488,9 +525,11 @@ static void enter(http_client_t *c) { c->depth++; }
 static void flush_deferred(http_client_t *c)
 {
     http_transfer_t *t;
-    while (c->zombies.head || c->pending.head) {
+    while (c->zombies.head || c->failed.head || c->pending.head) {
         while ((t = c->zombies.head))
             transfer_retire(c, t);
+        while ((t = c->failed.head))
+            finish(c, t, t->fail, CURLE_OUT_OF_MEMORY, true);
         while ((t = c->pending.head))
             if (add_to_multi(c, t) < 0)
                 finish(c, t, HTTP_ERR_OTHER, CURLE_OUT_OF_MEMORY, true);
@@ -511,11 +550,12 @@ static void leave(http_client_t *c)
         arm_deadline(c);
 }
 
-static void check_multi_info(http_client_t *c)
+static void check_multi_info(shard_t *sh)
 {
+    http_client_t *c = sh->client;
     CURLMsg *msg;
     int left;
-    while (!c->closing && (msg = curl_multi_info_read(c->multi, &left))) {
+    while (!c->closing && (msg = curl_multi_info_read(sh->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         CURLcode rc = msg->data.result;
@@ -529,15 +569,18 @@ static void check_multi_info(http_client_t *c)
     }
 }
 
-static void drive(http_client_t *c, curl_socket_t s, int ev_bitmask)
+static void drive(shard_t *sh, curl_socket_t s, int ev_bitmask)
 {
+    http_client_t *c = sh->client;
     int running;
+    enter(c);
     c->in_curl++;
-    CURLMcode mrc = curl_multi_socket_action(c->multi, s, ev_bitmask, &running);
+    CURLMcode mrc = curl_multi_socket_action(sh->multi, s, ev_bitmask, &running);
     c->in_curl--;
     if (mrc != CURLM_OK)
         log_warn("http: curl_multi_socket_action failed", LOG_S("error", curl_multi_strerror(mrc)));
-    check_multi_info(c);
+    check_multi_info(sh);
+    leave(c);
 }
 
 /* ---- libuv and curl callbacks ---- */
@@ -549,23 +592,31 @@ static void client_maybe_free(http_client_t *c)
     void (*cb)(void *) = c->on_closed;
     void *ctx = c->closed_ctx;
     free(c->heap);
+    free(c->shards);
     free(c->user_agent);
     free(c);
     if (cb)
         cb(ctx);
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void on_deadline_timer_closed(uv_handle_t *h)
 {
     http_client_t *c = h->data;
     c->open_handles--;
     client_maybe_free(c);
 }
 
+static void on_shard_timer_closed(uv_handle_t *h)
+{
+    shard_t *sh = h->data;
+    sh->client->open_handles--;
+    client_maybe_free(sh->client);
+}
+
 static void on_sock_closed(uv_handle_t *h)
 {
     sock_t *k = h->data;
-    http_client_t *c = k->client;
+    http_client_t *c = k->shard->client;
     free(k);
     c->open_handles--;
     client_maybe_free(c);
@@ -586,39 +637,53 @@ static void sock_close(http_client_t *c, sock_t *k)
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     sock_t *k = h->data;
-    http_client_t *c = k->client;
     int ev = 0;
     if (status < 0)
         ev = CURL_CSELECT_ERR;
     else
         ev = ((events & UV_READABLE) ? CURL_CSELECT_IN : 0) | ((events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0);
-    enter(c);
-    drive(c, k->fd, ev); /* k may be gone after this */
-    leave(c);
+    drive(k->shard, k->fd, ev); /* k may be gone after this */
+}
+
+/* No poll handle for one of its sockets: the transfer ends with an error as soon as curl returns
+ * (telling curl -1 would leave it hanging until a timeout). */
+static int fail_later(http_client_t *c, CURL *easy)
+{
+    char *priv = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+    http_transfer_t *t = (http_transfer_t *)priv;
+    if (t && t->state == T_RUNNING) {
+        t->fail = HTTP_ERR_OTHER;
+        set_state(c, t, T_FAILED);
+    }
+    return 0;
 }
 
 static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    http_client_t *c = userp;
+    shard_t *sh = userp;
+    http_client_t *c = sh->client;
     sock_t *k = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (k) {
             if (!c->torn_down)
-                curl_multi_assign(c->multi, s, NULL);
+                curl_multi_assign(sh->multi, s, NULL);
             sock_close(c, k);
         }
         return 0;
     }
+    if (c->torn_down)
+        return 0; /* curl_multi_cleanup is closing everything */
     if (!k) {
         k = base_calloc(1, sizeof *k);
         if (!k)
-            return -1;
+            return fail_later(c, easy);
         if (uv_poll_init_socket(c->loop, &k->poll, s) != 0) {
             free(k);
-            return -1;
+            return fail_later(c, easy);
         }
         k->poll.data = k;
-        k->client = c;
+        k->shard = sh;
         k->fd = s;
         k->next = c->socks;
         if (c->socks)
@@ -626,29 +691,23 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
         c->socks = k;
         c->n_socks++;
         c->open_handles++;
-        curl_multi_assign(c->multi, s, k);
+        curl_multi_assign(sh->multi, s, k);
     }
     int ev = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
-    return uv_poll_start(&k->poll, ev, on_poll) == 0 ? 0 : -1;
+    return uv_poll_start(&k->poll, ev, on_poll) == 0 ? 0 : fail_later(c, easy);
 }
 
-static void on_curl_timeout(uv_timer_t *h)
-{
-    http_client_t *c = h->data;
-    enter(c);
-    drive(c, CURL_SOCKET_TIMEOUT, 0);
-    leave(c);
-}
+static void on_curl_timeout(uv_timer_t *h) { drive(h->data, CURL_SOCKET_TIMEOUT, 0); }
 
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
-    http_client_t *c = userp;
-    if (c->torn_down)
+    shard_t *sh = userp;
+    if (sh->client->torn_down)
         return 0;
     if (timeout_ms < 0)
-        uv_timer_stop(&c->curl_timer);
+        uv_timer_stop(&sh->timer);
     else
-        uv_timer_start(&c->curl_timer, on_curl_timeout, (uint64_t)timeout_ms, 0);
+        uv_timer_start(&sh->timer, on_curl_timeout, (uint64_t)timeout_ms, 0);
     return 0;
 }
 
@@ -664,7 +723,8 @@ static void on_deadline(uv_timer_t *h)
             deadline_update(c, t); /* only more data arrived since: move it back */
             continue;
         }
-        finish(c, t, t->first_byte_ms < 0 ? HTTP_ERR_TIMEOUT_FIRST_BYTE : HTTP_ERR_TIMEOUT_IDLE, CURLE_OK, true);
+        finish(c, t, t->first_byte_ms < 0 ? HTTP_ERR_TIMEOUT_FIRST_BYTE : HTTP_ERR_TIMEOUT_IDLE, CURLE_OK,
+               true);
     }
     leave(c);
 }
@@ -739,6 +799,36 @@ static size_t on_curl_write(char *p, size_t size, size_t n, void *userp)
 
 /* ---- client ---- */
 
+/* Each shard's share of a connection limit (at least 1); 0 stays unlimited. */
+static long shard_limit(long limit, size_t n_shards)
+{
+    if (limit <= 0)
+        return 0;
+    long share = limit / (long)n_shards;
+    return share > 0 ? share : 1;
+}
+
+static int shard_init(http_client_t *c, shard_t *sh, const http_client_options_t *o)
+{
+    sh->client = c;
+    sh->multi = curl_multi_init();
+    if (!sh->multi)
+        return -1;
+    CURLM *m = sh->multi;
+    if (curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_SOCKETDATA, sh) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_TIMERDATA, sh) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                          shard_limit(o->max_total_connections, c->n_shards)) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS,
+                          shard_limit(o->max_host_connections, c->n_shards)) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_PIPELINING, o->multiplex ? CURLPIPE_MULTIPLEX : CURLPIPE_NOTHING) !=
+            CURLM_OK)
+        return -1;
+    return 0;
+}
+
 http_client_t *http_client_new(uv_loop_t *loop, const http_client_options_t *opts, char *err, size_t errlen)
 {
     http_client_options_t defaults;
@@ -751,45 +841,56 @@ http_client_t *http_client_new(uv_loop_t *loop, const http_client_options_t *opt
         return NULL;
     }
     http_client_t *c = base_calloc(1, sizeof *c);
-    if (!c)
-        goto oom;
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     c->loop = loop;
     c->armed_ms = NO_DEADLINE;
-    c->buffer_bytes = opts->receive_buffer_bytes > 0 ? opts->receive_buffer_bytes : HTTP_DEFAULT_RECEIVE_BUFFER;
+    c->buffer_bytes =
+        opts->receive_buffer_bytes > 0 ? opts->receive_buffer_bytes : HTTP_DEFAULT_RECEIVE_BUFFER;
     c->dns_cache_timeout_s = opts->dns_cache_timeout_s ? opts->dns_cache_timeout_s : 60;
     c->multiplex = opts->multiplex;
     c->max_idle = opts->max_idle_handles ? opts->max_idle_handles : HTTP_DEFAULT_MAX_IDLE_HANDLES;
+    c->n_shards = opts->shards ? opts->shards : HTTP_DEFAULT_SHARDS;
+    if (c->n_shards > HTTP_MAX_SHARDS)
+        c->n_shards = HTTP_MAX_SHARDS;
     c->user_agent = base_strdup(opts->user_agent ? opts->user_agent : "parley/" PARLEY_VERSION);
-    c->multi = curl_multi_init();
-    if (!c->user_agent || !c->multi)
-        goto oom;
-    CURLM *m = c->multi;
-    if (curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
-        curl_multi_setopt(m, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
-        curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
-        curl_multi_setopt(m, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
-        curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, opts->max_total_connections) != CURLM_OK ||
-        curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, opts->max_host_connections) != CURLM_OK ||
-        curl_multi_setopt(m, CURLMOPT_PIPELINING, opts->multiplex ? CURLPIPE_MULTIPLEX : CURLPIPE_NOTHING) !=
-            CURLM_OK) {
-        snprintf(err, errlen, "curl_multi_setopt failed");
+    c->shards = base_calloc(c->n_shards, sizeof *c->shards);
+    if (!c->user_agent || !c->shards) {
+        snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    uv_timer_init(loop, &c->curl_timer);
-    uv_timer_init(loop, &c->deadline_timer);
-    c->curl_timer.data = c;
-    c->deadline_timer.data = c;
-    c->open_handles = 2;
-    return c;
-oom:
-    snprintf(err, errlen, "out of memory");
-fail:
-    if (c) {
-        if (c->multi)
-            curl_multi_cleanup(c->multi);
-        free(c->user_agent);
-        free(c);
+    c->share = curl_share_init();
+    if (!c->share || curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+        snprintf(err, errlen, "curl_share_init or curl_share_setopt failed");
+        goto fail;
     }
+    for (size_t i = 0; i < c->n_shards; i++)
+        if (shard_init(c, &c->shards[i], opts) < 0) {
+            snprintf(err, errlen, "curl_multi_init or curl_multi_setopt failed");
+            goto fail;
+        }
+    /* Nothing can fail from here on: libuv handles exist only in clients that were made. */
+    uv_timer_init(loop, &c->deadline_timer);
+    c->deadline_timer.data = c;
+    for (size_t i = 0; i < c->n_shards; i++) {
+        uv_timer_init(loop, &c->shards[i].timer);
+        c->shards[i].timer.data = &c->shards[i];
+    }
+    c->open_handles = 1 + (int)c->n_shards;
+    return c;
+fail:
+    c->torn_down = true; /* curl callbacks during cleanup find no libuv handles to touch */
+    for (size_t i = 0; c->shards && i < c->n_shards; i++)
+        if (c->shards[i].multi)
+            curl_multi_cleanup(c->shards[i].multi);
+    if (c->share)
+        curl_share_cleanup(c->share);
+    free(c->shards);
+    free(c->user_agent);
+    free(c);
     return NULL;
 }
 
@@ -804,12 +905,17 @@ static void client_teardown(http_client_t *c)
         curl_easy_cleanup(t->easy);
         free(t);
     }
-    curl_multi_cleanup(c->multi); /* closes the pooled connections; REMOVE callbacks close their polls */
-    c->multi = NULL;
+    for (size_t i = 0; i < c->n_shards; i++) {
+        shard_t *sh = &c->shards[i];
+        curl_multi_cleanup(sh->multi); /* closes the pooled connections; REMOVE callbacks close their polls */
+        sh->multi = NULL;
+        uv_close((uv_handle_t *)&sh->timer, on_shard_timer_closed);
+    }
+    curl_share_cleanup(c->share); /* after every easy handle that used it */
+    c->share = NULL;
     while (c->socks)
         sock_close(c, c->socks);
-    uv_close((uv_handle_t *)&c->curl_timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->deadline_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->deadline_timer, on_deadline_timer_closed);
 }
 
 void http_client_close(http_client_t *c, void (*on_closed)(void *ctx), void *ctx)
@@ -824,13 +930,15 @@ void http_client_close(http_client_t *c, void (*on_closed)(void *ctx), void *ctx
         http_cancel(c->running.head);
     while (c->pending.head)
         http_cancel(c->pending.head);
+    while (c->failed.head)
+        http_cancel(c->failed.head);
     leave(c);
 }
 
 void http_client_stats(const http_client_t *c, http_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    out->in_flight = c->running.n + c->pending.n;
+    out->in_flight = c->running.n + c->pending.n + c->failed.n;
     out->started = c->started;
     out->completed = c->completed;
     out->cancelled = c->cancelled;
@@ -839,6 +947,17 @@ void http_client_stats(const http_client_t *c, http_stats_t *out)
 }
 
 /* ---- requests ---- */
+
+/* The shard with the fewest transfers, the first one on ties: at low concurrency everything runs
+ * on shard 0 and reuses its connections. */
+static shard_t *least_loaded_shard(http_client_t *c)
+{
+    shard_t *best = &c->shards[0];
+    for (size_t i = 1; i < c->n_shards && best->load > 0; i++)
+        if (c->shards[i].load < best->load)
+            best = &c->shards[i];
+    return best;
+}
 
 /* The request headers plus "Expect:" (no 100-continue round trip) as one curl_slist allocation. */
 static struct curl_slist *headers_build(const http_request_t *req, char *err, size_t errlen)
@@ -872,10 +991,10 @@ static struct curl_slist *headers_build(const http_request_t *req, char *err, si
     return nodes;
 }
 
-#define SETOPT(opt, val)                                                                           \
-    do {                                                                                           \
-        if ((rc = curl_easy_setopt(e, (opt), (val))) != CURLE_OK)                                  \
-            goto out;                                                                              \
+#define SETOPT(opt, val)                                                                                     \
+    do {                                                                                                     \
+        if ((rc = curl_easy_setopt(e, (opt), (val))) != CURLE_OK)                                            \
+            goto out;                                                                                        \
     } while (0)
 
 /* Every option of one request on a freshly reset easy handle. */
@@ -884,6 +1003,7 @@ static CURLcode easy_setup(http_client_t *c, http_transfer_t *t, const http_requ
     CURL *e = t->easy;
     CURLcode rc = CURLE_OK;
     SETOPT(CURLOPT_PRIVATE, (void *)t);
+    SETOPT(CURLOPT_SHARE, c->share);
     SETOPT(CURLOPT_URL, req->url);
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_NOSIGNAL, 1L);
@@ -943,12 +1063,16 @@ http_transfer_t *http_start(http_client_t *c, const http_request_t *req, char *e
         return NULL;
     }
     t->headers = headers;
+    t->shard = least_loaded_shard(c);
+    t->shard->load++;
     t->on_response = req->on_response;
     t->on_data = req->on_data;
     t->on_done = req->on_done;
     t->ctx = req->ctx;
     t->buffer_body = req->buffer_body;
     t->max_bytes = req->max_response_bytes;
+    if (t->buffer_body && t->max_bytes == 0)
+        t->max_bytes = HTTP_MAX_BUFFERED_BODY;
     buf_init(&t->body, 0); /* max_bytes is enforced before appending */
     t->total_timeout_ms = req->total_timeout_ms;
     t->first_byte_timeout_ms = req->first_byte_timeout_ms;

@@ -27,14 +27,6 @@
 #include "base/base.h"
 #include "http/http.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-
 /* ================= the test server (child process) ================= */
 
 #define N_TAGS 64
@@ -100,8 +92,8 @@ static void srv_chunk(sconn_t *k, const char *s, size_t n)
 
 static void srv_full(sconn_t *k, int status, const char *extra, const char *body, size_t n)
 {
-    srv_printf(k, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n", status, n,
-               extra);
+    srv_printf(k, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n", status,
+               n, extra);
     srv_write(k, body, n);
     k->responding = false;
 }
@@ -150,8 +142,11 @@ static void srv_tick(uv_timer_t *h)
         srv_chunk(k, "late\n", 5);
         srv_write(k, "0\r\n\r\n", 5);
         break;
-    case R_SLOW: srv_full(k, 200, "", "{\"ok\":true}", 11); break;
-    case R_NONE: break;
+    case R_SLOW:
+        srv_full(k, 200, "", "{\"ok\":true}", 11);
+        break;
+    case R_NONE:
+        break;
     }
     k->kind = R_NONE;
     k->responding = false;
@@ -322,7 +317,8 @@ static int bind_loopback(int *port)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
         return -1;
     *port = ntohs(a.sin_port);
     return fd;
@@ -345,12 +341,21 @@ static int group_setup(void **state)
     return 0;
 }
 
+static pid_t g_tls_server; /* openssl s_server of tls_verification, if running */
+
+static void stop_child(pid_t *pid)
+{
+    if (*pid > 0) {
+        kill(*pid, SIGKILL);
+        waitpid(*pid, NULL, 0);
+    }
+    *pid = 0;
+}
+
 static int group_teardown(void **state)
 {
-    if (g_server > 0) {
-        kill(g_server, SIGKILL);
-        waitpid(g_server, NULL, 0);
-    }
+    stop_child(&g_server);
+    stop_child(&g_tls_server);
     return 0;
 }
 
@@ -391,11 +396,11 @@ static void env_close(env_t *e)
     assert_int_equal(uv_loop_close(&e->loop), 0);
 }
 
-#define RUN_UNTIL(e, cond, ms)                                                                     \
-    do {                                                                                           \
-        int64_t end_ = base_mono_ms() + (ms);                                                      \
-        while (!(cond) && base_mono_ms() < end_)                                                   \
-            uv_run(&(e)->loop, UV_RUN_ONCE);                                                       \
+#define RUN_UNTIL(e, cond, ms)                                                                               \
+    do {                                                                                                     \
+        int64_t end_ = base_mono_ms() + (ms);                                                                \
+        while (!(cond) && base_mono_ms() < end_)                                                             \
+            uv_run(&(e)->loop, UV_RUN_ONCE);                                                                 \
     } while (0)
 
 static void run_for(env_t *e, int64_t ms) { RUN_UNTIL(e, false, ms); }
@@ -416,7 +421,7 @@ typedef struct call {
     int64_t response_ms, first_byte_ms, total_ms;
     buf_t data, body;
     int cancel_at_chunk, abort_at_chunk;
-    bool cancel_in_response, close_client_on_done;
+    bool cancel_in_response, close_client_on_done, close_client_in_data;
     struct call *cancel_on_done;
     struct call *spawn; /* started from on_data at the first chunk, or from on_done */
     bool spawn_in_done;
@@ -458,6 +463,10 @@ static int rec_data(void *ctx, const char *p, size_t n)
         spawn_now(k);
     if (k->abort_at_chunk && k->chunks == k->abort_at_chunk)
         return 1;
+    if (k->close_client_in_data && k->env->client) {
+        http_client_close(k->env->client, on_client_closed, &k->env->closed);
+        k->env->client = NULL;
+    }
     if (k->cancel_at_chunk && k->chunks == k->cancel_at_chunk) {
         k->cancelled = true;
         http_cancel(k->t);
@@ -479,7 +488,8 @@ static void rec_done(void *ctx, http_result_t *res)
     k->response_ms = res->timing.response_ms;
     k->first_byte_ms = res->timing.first_byte_ms;
     k->total_ms = res->timing.total_ms;
-    const char *h = k->want_header && res->response ? http_response_header(res->response, k->want_header) : NULL;
+    const char *h =
+        k->want_header && res->response ? http_response_header(res->response, k->want_header) : NULL;
     snprintf(k->hdr_done, sizeof k->hdr_done, "%s", h ? h : "");
     if (res->body.data) {
         size_t n;
@@ -551,7 +561,6 @@ static int count_streaming(const call_t *k, int n)
     return got;
 }
 
-
 static void post_body_arrives_intact(void **state)
 {
     env_t e;
@@ -563,8 +572,13 @@ static void post_body_arrives_intact(void **state)
     char *copy = malloc(n);
     memcpy(copy, body, n);
     const char *headers[] = {"Content-Type: application/octet-stream", "X-Test: hello there"};
-    http_request_t req = {.url = URL("/echo"), .headers = headers, .n_headers = 2, .body = copy,
-                          .body_len = n, .copy_body = true, .buffer_body = true};
+    http_request_t req = {.url = URL("/echo"),
+                          .headers = headers,
+                          .n_headers = 2,
+                          .body = copy,
+                          .body_len = n,
+                          .copy_body = true,
+                          .buffer_body = true};
     call_t k = {.want_header = "X-Echo-Header"};
     start(&e, &k, &req);
     memset(copy, 0, n); /* http copied it */
@@ -585,7 +599,8 @@ static void buffered_json_response(void **state)
 {
     env_t e;
     env_init(&e, NULL);
-    http_request_t req = {.method = HTTP_GET, .url = URL("/json"), .buffer_body = true, .total_timeout_ms = 3000};
+    http_request_t req = {
+        .method = HTTP_GET, .url = URL("/json"), .buffer_body = true, .total_timeout_ms = 3000};
     call_t k = {0};
     run_one(&e, &k, &req, 3000);
     assert_int_equal(k.code, HTTP_OK);
@@ -636,8 +651,8 @@ static void connect_timeout(void **state)
     int lfd = bind_loopback(&port);
     assert_true(lfd >= 0);
     assert_int_equal(listen(lfd, 0), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     for (size_t i = 0; i < BASE_ARRAY_LEN(fillers); i++) {
         fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
         connect(fillers[i], (struct sockaddr *)&a, sizeof a);
@@ -664,7 +679,9 @@ static void first_byte_timeout_counts_body_not_head(void **state)
 {
     env_t e;
     env_init(&e, NULL);
-    http_request_t req = {.method = HTTP_GET, .url = URL("/slowbody?ms=3000&tag=10"), .first_byte_timeout_ms = 200,
+    http_request_t req = {.method = HTTP_GET,
+                          .url = URL("/slowbody?ms=3000&tag=10"),
+                          .first_byte_timeout_ms = 200,
                           .idle_timeout_ms = 5000};
     call_t k = {0};
     run_one(&e, &k, &req, 3000);
@@ -685,8 +702,8 @@ static void idle_timeout_between_chunks(void **state)
 {
     env_t e;
     env_init(&e, NULL);
-    http_request_t req = {.method = HTTP_GET, .url = URL("/stall?n=2"), .first_byte_timeout_ms = 2000,
-                          .idle_timeout_ms = 200};
+    http_request_t req = {
+        .method = HTTP_GET, .url = URL("/stall?n=2"), .first_byte_timeout_ms = 2000, .idle_timeout_ms = 200};
     call_t k = {0};
     run_one(&e, &k, &req, 3000);
     assert_int_equal(k.code, HTTP_ERR_TIMEOUT_IDLE);
@@ -701,8 +718,8 @@ static void total_timeout(void **state)
 {
     env_t e;
     env_init(&e, NULL);
-    http_request_t req = {.method = HTTP_GET, .url = URL("/slow?ms=3000"), .total_timeout_ms = 300,
-                          .connect_timeout_ms = 1000};
+    http_request_t req = {
+        .method = HTTP_GET, .url = URL("/slow?ms=3000"), .total_timeout_ms = 300, .connect_timeout_ms = 1000};
     call_t k = {0};
     run_one(&e, &k, &req, 3000);
     assert_int_equal(k.code, HTTP_ERR_TIMEOUT_TOTAL);
@@ -718,8 +735,8 @@ static void response_size_limit(void **state)
     const char *paths[] = {"/big?bytes=200000", "/bigchunked?bytes=200000", "/big?bytes=10000"};
     http_code_t want[] = {HTTP_ERR_TOO_LARGE, HTTP_ERR_TOO_LARGE, HTTP_OK};
     for (size_t i = 0; i < BASE_ARRAY_LEN(paths); i++) {
-        http_request_t req = {.method = HTTP_GET, .url = URL(paths[i]), .max_response_bytes = 10000,
-                              .buffer_body = true};
+        http_request_t req = {
+            .method = HTTP_GET, .url = URL(paths[i]), .max_response_bytes = 10000, .buffer_body = true};
         call_t k = {0};
         run_one(&e, &k, &req, 3000);
         assert_int_equal(k.code, want[i]);
@@ -789,7 +806,8 @@ static void bad_requests_are_refused(void **state)
     char err[256];
     const char *evil[] = {"X-Ok: 1", "X-Bad: a\r\nInjected: 1"};
     call_t k = {0};
-    http_request_t req = {.url = URL("/json"), .headers = evil, .n_headers = 2, .on_done = rec_done, .ctx = &k};
+    http_request_t req = {
+        .url = URL("/json"), .headers = evil, .n_headers = 2, .on_done = rec_done, .ctx = &k};
     assert_null(http_start(e.client, &req, err, sizeof err));
     assert_non_null(strstr(err, "CR/LF"));
     http_request_t nourl = {.on_done = rec_done};
@@ -799,6 +817,153 @@ static void bad_requests_are_refused(void **state)
     assert_int_equal(st.started, 0);
     assert_string_equal(http_code_name(HTTP_ERR_CLOSED), "closed");
     env_close(&e);
+}
+
+/* Runs argv to its end, its output discarded; its exit status. */
+static int run_quiet(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int status = -1;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static bool port_accepts(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Every allocation of http's own, failed in turn: each ends in a clean error, never a crash or leak. */
+static void allocation_failures_are_clean(void **state)
+{
+    int outcomes[4] = {0}; /* client refused, start refused, transfer ok, transfer failed cleanly */
+    for (long n = 1; n <= 16; n++) {
+        uv_loop_t loop;
+        assert_int_equal(uv_loop_init(&loop), 0);
+        char err[256] = "";
+        base_alloc_fail_after(n);
+        http_client_t *c = http_client_new(&loop, NULL, err, sizeof err);
+        if (!c) {
+            base_alloc_fail_after(0);
+            assert_true(strlen(err) > 0);
+            outcomes[0]++;
+            assert_int_equal(uv_loop_close(&loop), 0);
+            continue;
+        }
+        const char *headers[] = {"X-A: 1"};
+        call_t k = {0};
+        http_request_t req = {.url = URL("/json"),
+                              .headers = headers,
+                              .n_headers = 1,
+                              .buffer_body = true,
+                              .first_byte_timeout_ms = 2000,
+                              .on_done = rec_done,
+                              .ctx = &k};
+        http_transfer_t *t = http_start(c, &req, err, sizeof err);
+        if (!t) {
+            assert_true(strlen(err) > 0);
+            outcomes[1]++;
+        } else {
+            int64_t end = base_mono_ms() + 3000;
+            while (!k.done && base_mono_ms() < end)
+                uv_run(&loop, UV_RUN_ONCE);
+            assert_int_equal(k.done, 1);
+            assert_true(k.code == HTTP_OK || (k.code == HTTP_ERR_OTHER && strstr(k.error, "out of memory")));
+            outcomes[k.code == HTTP_OK ? 2 : 3]++;
+        }
+        base_alloc_fail_after(0);
+        bool closed = false;
+        http_client_close(c, on_client_closed, &closed);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_true(closed);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        call_free(&k);
+    }
+    assert_true(outcomes[0] > 0 && outcomes[1] > 0 && outcomes[2] > 0 && outcomes[3] > 0);
+}
+
+/* Against `openssl s_server` with a self-signed certificate for 127.0.0.1: verification is on by
+ * default, ca_file makes it pass, tls_insecure skips it. */
+static void tls_verification(void **state)
+{
+    char dir[] = "/tmp/test_http_tls_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cert[64], key[64];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    char *req[] = {"openssl",
+                   "req",
+                   "-x509",
+                   "-newkey",
+                   "ec",
+                   "-pkeyopt",
+                   "ec_paramgen_curve:prime256v1",
+                   "-nodes",
+                   "-keyout",
+                   key,
+                   "-out",
+                   cert,
+                   "-days",
+                   "1",
+                   "-subj",
+                   "/CN=127.0.0.1",
+                   "-addext",
+                   "subjectAltName=IP:127.0.0.1",
+                   NULL};
+    assert_int_equal(run_quiet(req), 0);
+    int port;
+    close(bind_loopback(&port));
+    char accept[32];
+    snprintf(accept, sizeof accept, "127.0.0.1:%d", port);
+    g_tls_server = fork();
+    if (g_tls_server == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execlp("openssl", "openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key, "-www",
+               (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 300 && !port_accepts(port); i++)
+        usleep(10000);
+    assert_true(port_accepts(port));
+
+    char u[128];
+    snprintf(u, sizeof u, "https://127.0.0.1:%d/", port);
+    env_t e;
+    env_init(&e, NULL);
+    http_request_t plain = {.method = HTTP_GET, .url = u, .total_timeout_ms = 5000};
+    http_request_t with_ca = {.method = HTTP_GET, .url = u, .total_timeout_ms = 5000, .ca_file = cert};
+    http_request_t insecure = {.method = HTTP_GET, .url = u, .total_timeout_ms = 5000, .tls_insecure = true};
+    http_request_t *reqs[] = {&plain, &with_ca, &insecure};
+    http_code_t want[] = {HTTP_ERR_TLS, HTTP_OK, HTTP_OK};
+    for (size_t i = 0; i < BASE_ARRAY_LEN(reqs); i++) {
+        call_t k = {0};
+        run_one(&e, &k, reqs[i], 6000);
+        assert_int_equal(k.code, want[i]);
+        if (want[i] == HTTP_OK)
+            assert_int_equal(k.status, 200);
+        call_free(&k);
+    }
+    env_close(&e);
+    stop_child(&g_tls_server);
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
 }
 
 static void cancel_mid_stream_closes_the_connection(void **state)
@@ -939,10 +1104,13 @@ static void many_concurrent_transfers(void **state)
     env_t e;
     env_init(&e, NULL);
     call_t *k = calloc(N, sizeof *k);
-    char (*bodies)[32] = calloc(N, 32);
+    char(*bodies)[32] = calloc(N, 32);
     for (int i = 0; i < N; i++) {
         int n = snprintf(bodies[i], 32, "request-%d", i);
-        http_request_t req = {.url = URL("/echo"), .body = bodies[i], .body_len = (size_t)n, .buffer_body = true,
+        http_request_t req = {.url = URL("/echo"),
+                              .body = bodies[i],
+                              .body_len = (size_t)n,
+                              .buffer_body = true,
                               .total_timeout_ms = 20000};
         start(&e, &k[i], &req);
     }
@@ -971,6 +1139,7 @@ static void keep_alive_connections_are_reused(void **state)
     http_client_options_t o;
     http_client_options_init(&o);
     o.max_host_connections = 2;
+    o.shards = 1;
     env_t e;
     env_init(&e, &o);
     long conns0 = srv(&g_stats->connections), reqs0 = srv(&g_stats->requests);
@@ -989,14 +1158,23 @@ static void keep_alive_connections_are_reused(void **state)
     assert_int_equal(srv(&g_stats->requests) - reqs0, N);
     assert_true(srv(&g_stats->connections) - conns0 <= 2);
     assert_true(reused >= N - 2);
-    /* One after another: the same connections again. */
+    env_close(&e);
+}
+
+static void sequential_calls_share_one_connection(void **state)
+{
+    env_t e;
+    env_init(&e, NULL); /* default shards: light traffic stays on the first one */
+    long conns0 = srv(&g_stats->connections);
+    http_request_t req = {.method = HTTP_GET, .url = URL("/json")};
     for (int i = 0; i < 10; i++) {
         call_t s = {0};
         run_one(&e, &s, &req, 3000);
-        assert_true(s.reused);
+        assert_int_equal(s.code, HTTP_OK);
+        assert_true(s.reused == (i > 0));
         call_free(&s);
     }
-    assert_true(srv(&g_stats->connections) - conns0 <= 2);
+    assert_int_equal(srv(&g_stats->connections) - conns0, 1);
     env_close(&e);
 }
 
@@ -1029,6 +1207,36 @@ static void close_with_transfers_in_flight(void **state)
     assert_int_equal(srv(&g_stats->eof_tag[6]), N);
 }
 
+static void close_from_inside_on_data(void **state)
+{
+    enum { N = 5 };
+    env_t e;
+    env_init(&e, NULL);
+    call_t k[N] = {0};
+    http_request_t req = {.method = HTTP_GET, .url = URL("/stall?n=1&tag=7")};
+    for (int i = 0; i < N; i++)
+        start(&e, &k[i], &req);
+    call_t closer = {.close_client_in_data = true};
+    http_request_t rs = {.method = HTTP_GET, .url = URL("/stream?n=50&gap=5&tag=8")};
+    RUN_UNTIL(&e, count_streaming(k, N) == N, 3000);
+    start(&e, &closer, &rs);
+    RUN_UNTIL(&e, e.closed, 3000);
+    assert_true(e.closed);
+    assert_int_equal(closer.chunks, 1);
+    assert_int_equal(closer.done, 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(k[i].done, 0);
+        assert_int_equal(k[i].chunks, 1);
+        call_free(&k[i]);
+    }
+    call_free(&closer);
+    env_close(&e);
+    for (int i = 0; i < 200 && (srv(&g_stats->eof_tag[7]) < N || srv(&g_stats->eof_tag[8]) < 1); i++)
+        usleep(10000);
+    assert_int_equal(srv(&g_stats->eof_tag[7]), N);
+    assert_int_equal(srv(&g_stats->eof_tag[8]), 1);
+}
+
 /* Heap per in-flight transfer with ~2,000 slow transfers in flight (see the report in the log). */
 static void memory_per_transfer(void **state)
 {
@@ -1046,8 +1254,11 @@ static void memory_per_transfer(void **state)
     run_one(&e, &warm, &rj, 3000);
     long reqs0 = srv(&g_stats->requests);
     size_t base = mallinfo2().uordblks;
-    http_request_t req = {.method = HTTP_GET, .url = URL("/slow?ms=2500"), .total_timeout_ms = 20000,
-                          .first_byte_timeout_ms = 10000, .idle_timeout_ms = 10000};
+    http_request_t req = {.method = HTTP_GET,
+                          .url = URL("/slow?ms=2500"),
+                          .total_timeout_ms = 20000,
+                          .first_byte_timeout_ms = 10000,
+                          .idle_timeout_ms = 10000};
     for (int i = 0; i < N; i++)
         start(&e, &k[i], &req);
     size_t started = mallinfo2().uordblks;
@@ -1056,19 +1267,19 @@ static void memory_per_transfer(void **state)
     size_t peak = mallinfo2().uordblks;
     http_stats_t st;
     http_client_stats(e.client, &st);
+    assert_int_equal(st.in_flight, N);
     double per = ((double)peak - (double)base) / N;
-    printf("http memory: %d transfers in flight on %zu sockets, buffer %ld B: %.0f B heap per transfer "
-           "(%.0f B right after http_start)\n",
-           N, st.sockets, o.receive_buffer_bytes, per, ((double)started - (double)base) / N);
+    if (peak > 0) /* mallinfo2 reports nothing under ASan */
+        printf("http memory: %d transfers in flight on %zu sockets, buffer %ld B: %.0f B heap per transfer "
+               "(%.0f B right after http_start)\n",
+               N, st.sockets, o.receive_buffer_bytes, per, ((double)started - (double)base) / N);
     RUN_UNTIL(&e, count_done(k, N) == N, 15000);
     assert_int_equal(count_done(k, N), N);
     for (int i = 0; i < N; i++) {
         assert_int_equal(k[i].code, HTTP_OK);
         call_free(&k[i]);
     }
-#ifndef UNDER_ASAN
-    assert_true(per > 1000 && per < 16384);
-#endif
+    assert_true(peak == 0 || (per > 1000 && per < 16384));
     free(k);
     call_free(&warm);
     env_close(&e);
@@ -1088,13 +1299,17 @@ int main(void)
         cmocka_unit_test(status_429_with_retry_after),
         cmocka_unit_test(connection_errors),
         cmocka_unit_test(bad_requests_are_refused),
+        cmocka_unit_test(allocation_failures_are_clean),
+        cmocka_unit_test(tls_verification),
         cmocka_unit_test(cancel_mid_stream_closes_the_connection),
         cmocka_unit_test(cancel_from_inside_callbacks),
         cmocka_unit_test(cancel_from_another_on_done),
         cmocka_unit_test(start_from_inside_callbacks),
         cmocka_unit_test(many_concurrent_transfers),
         cmocka_unit_test(keep_alive_connections_are_reused),
+        cmocka_unit_test(sequential_calls_share_one_connection),
         cmocka_unit_test(close_with_transfers_in_flight),
+        cmocka_unit_test(close_from_inside_on_data),
         cmocka_unit_test(memory_per_transfer),
     };
     return cmocka_run_group_tests_name("http", tests, group_setup, group_teardown);
