@@ -21,7 +21,8 @@ static int metrics_register(engine_t *e)
     char labels[256];
     for (int s = JOB_STATUS_OK; s <= JOB_STATUS_EXPIRED; s++)
         for (int c = JOB_ERR_NONE; c <= JOB_ERR_INTERNAL; c++) {
-            if ((s == JOB_STATUS_OK) != (c == JOB_ERR_NONE))
+            if ((s == JOB_STATUS_OK) != (c == JOB_ERR_NONE) ||
+                (s == JOB_STATUS_EXPIRED) != (c == JOB_ERR_DEADLINE_EXCEEDED))
                 continue;
             if (c == JOB_ERR_NONE)
                 snprintf(labels, sizeof labels, "status=\"%s\"", job_status_name((job_status_t)s));
