@@ -15,6 +15,11 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 OPT     ?= -O2 -g
+ifneq ($(filter asan,$(MAKECMDGOALS)),)
+BUILD   := build-asan
+OPT     := -O1 -g -fno-omit-frame-pointer
+SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+endif
 VERSION := 0.1.0
 SAN     ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -DPARLEY_VERSION=\"$(VERSION)\" -Iinternal $(WARN) $(OPT) $(SAN) $(PKG_CFLAGS)
@@ -84,7 +89,7 @@ deps:
 	fi
 
 test: deps
-	@$(MAKE) --no-print-directory test-unit test-integration
+	@$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" test-unit test-integration
 
 test-unit: $(BUILD)/parley $(UNIT_BINS)
 	@bash tests/run-unit.sh $(UNIT_BINS)
@@ -93,12 +98,42 @@ test-integration: $(BUILD)/parley
 	@PARLEY=$(abspath $(BUILD)/parley) bash tests/run-integration.sh $(INTEG_TESTS)
 
 demo: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" all
 	@PARLEY=$(abspath $(BUILD)/parley) bash tests/demo.sh
 
+# Benchmarks: figures of this machine, never part of `make test`.
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@for b in tests/bench/*.sh; do echo "bench $$b"; PARLEY=$(abspath $(BUILD)/parley) bash $$b || exit 1; done
+
+# libFuzzer targets (clang): tests/fuzz/fuzz_<name>.c linked with the modules it exercises.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := config job sse llm_response
+FUZZ_MODULES_config       := config log base
+FUZZ_MODULES_job          := job log base
+FUZZ_MODULES_sse          := llm log base
+FUZZ_MODULES_llm_response := llm log base
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -DPARLEY_VERSION=\"$(VERSION)\" -Iinternal -g -O1 \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(PKG_CFLAGS)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(foreach m,$$(FUZZ_MODULES_$$*),$$(wildcard internal/$$(m)/*.c))
+	@mkdir -p $(@D)
+	@echo "  FUZZ    $@"
+	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(foreach m,$(FUZZ_MODULES_$*),$(wildcard internal/$(m)/*.c)) $(LDLIBS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus-$$t; \
+	  dict=$$(test -f tests/fuzz/$$t.dict && echo -dict=tests/fuzz/$$t.dict); \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$dict \
+	    build-fuzz/corpus-$$t tests/fuzz/corpus/$$t 2>build-fuzz/fuzz_$$t.log || { tail -40 build-fuzz/fuzz_$$t.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" build-fuzz/fuzz_$$t.log | sed "s/^/  $$t /"; \
+	done
+
+# `make asan` builds with ASan+UBSan into build-asan; `make asan test` runs the suites on that build.
 asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all $(if $(filter test,$(MAKECMDGOALS)),test-unit test-integration)
+	@$(if $(filter-out asan,$(MAKECMDGOALS)),:,$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" all)
 
 lint:
 	@bash tests/lint.sh

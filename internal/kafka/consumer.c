@@ -1,8 +1,15 @@
 /* consumer.c — the group consumer on the loop.
- * librdkafka's consumer queue (every event: messages, rebalances, errors, commit results) writes a
- * byte to a pipe when it becomes non-empty; the loop wakes on it and serves at most SERVE_BUDGET
- * events before yielding to other I/O through a uv_idle. Each assigned partition has a state with its
- * offset tracker; a message handed to the engine points at that state until kafka_message_done.
+ * Queues: every assigned partition's fetch queue is detached from librdkafka's consumer queue
+ * (rd_kafka_queue_forward(pq, NULL), done before the assign call so that no message of it can reach
+ * the consumer queue first), so the consumer queue carries only rebalances, errors and commit results,
+ * and is always served; the partition queues are the gate: served only while it is open. Every queue
+ * writes a byte to one pipe when it goes from empty to non-empty; the loop wakes on it, serves at most
+ * SERVE_BUDGET events and SERVE_BUDGET messages (one per partition in turn), and comes back through a
+ * uv_idle while a queue is left non-empty. A 1 s timer polls too, so that max.poll.interval.ms stays
+ * satisfied while nothing arrives. While the gate is closed librdkafka's prefetch stops by itself at
+ * queued.min.messages / queued.max.messages.kbytes per partition: resuming needs no refetch.
+ * Each assigned partition has a state with its queue and its offset tracker; a message handed to the
+ * engine points at that state until kafka_message_done.
  * Revoke is asynchronous: the rebalance callback only marks the partitions, and the unassign call
  * comes when their last message is done or after drain_timeout_ms (librdkafka stays in its
  * "wait unassign call" join state meanwhile and keeps heartbeating). */
@@ -17,6 +24,7 @@
 
 #define SERVE_BUDGET     500
 #define MAX_PARTITION_ID (1 << 20)
+#define POLL_INTERVAL_MS 1000
 
 typedef struct kafka_part kafka_part_t;
 
@@ -25,10 +33,11 @@ struct kafka_part {
     const char *topic; /* the consumer's copy of the topic name */
     int32_t partition;
     kafka_offsets_t *offsets; /* NULL once unassigned */
+    rd_kafka_queue_t *queue;  /* its fetch queue, not forwarded; NULL once unassigned */
     int64_t stored;           /* last offset stored for commit, -1 none */
     size_t outstanding;       /* messages the engine holds */
     bool assigned;
-    bool paused;   /* paused by this module */
+    bool fresh;    /* attached by the assign call under way */
     bool revoking; /* revoked, waiting for its messages */
     bool lost;
     bool stalled; /* tracking failed (out of memory): nothing more is stored or delivered */
@@ -55,6 +64,7 @@ struct kafka_consumer {
     uv_idle_t idle;
     uv_timer_t drain_timer;
     uv_timer_t close_timer;
+    uv_timer_t poll_timer;
     int open_handles;
     kafka_consumer_callbacks_t cbs;
     topic_t *topics;
@@ -62,7 +72,7 @@ struct kafka_consumer {
     int64_t drain_timeout_ms;
     int64_t close_timeout_ms;
     bool auto_commit;
-    bool want_paused;
+    bool gate_closed; /* kafka_consumer_pause_all: no message is handed over */
     bool stopping;
     bool closing;
     bool close_forced;
@@ -75,6 +85,7 @@ struct kafka_consumer {
         bool lost;
         bool cooperative;
     } revoke;
+    size_t cursor; /* the partition slot served last (round robin) */
     msg_node_t *msgs;
     kafka_consumer_stats_t stats;
     kafka_closed_cb close_cb;
@@ -82,6 +93,7 @@ struct kafka_consumer {
 };
 
 static void serve(kafka_consumer_t *c);
+static void on_idle(uv_idle_t *h);
 
 /* ---- partition states ---- */
 
@@ -101,8 +113,7 @@ static kafka_part_t *part_find(const kafka_consumer_t *c, const char *topic, int
     return t->parts[partition];
 }
 
-/* A fresh state for a newly assigned partition, or the current one. NULL when out of memory or the
- * topic is not subscribed. */
+/* A fresh state for a partition that has none. NULL when out of memory or the topic is not subscribed. */
 static kafka_part_t *part_attach(kafka_consumer_t *c, const char *topic, int32_t partition)
 {
     topic_t *t = topic_find(c, topic);
@@ -117,8 +128,6 @@ static kafka_part_t *part_attach(kafka_consumer_t *c, const char *topic, int32_t
         t->parts = parts;
         t->n_parts = n;
     }
-    if (t->parts[partition])
-        return t->parts[partition];
     kafka_part_t *p = base_calloc(1, sizeof(*p));
     if (!p || !(p->offsets = kafka_offsets_new())) {
         free(p);
@@ -140,8 +149,11 @@ static void part_detach(kafka_part_t *p)
     kafka_consumer_t *c = p->c;
     topic_find(c, p->topic)->parts[p->partition] = NULL;
     c->stats.assigned--;
-    if (p->paused)
-        c->stats.paused--;
+    if (p->queue) { /* what librdkafka still holds of it is dropped: never handed over, never committed */
+        rd_kafka_queue_io_event_enable(p->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(p->queue);
+        p->queue = NULL;
+    }
     kafka_offsets_free(p->offsets);
     p->offsets = NULL;
     p->assigned = false;
@@ -171,6 +183,40 @@ static void report_error(kafka_consumer_t *c, bool fatal, int code, const char *
            LOG_FIELDS_(LOG_S("error", text), LOG_I("code", code), LOG_B("fatal", fatal)), 4);
     if (c->cbs.on_error)
         c->cbs.on_error(c->cbs.ctx, fatal, code, text);
+}
+
+/* Takes a partition about to be assigned behind the gate: detaches its fetch queue from the consumer
+ * queue (before the assign call, so that librdkafka's fetch start, which forwards the queue unless the
+ * application set its forwarding, never sends a message of it there), then gives it a state that owns
+ * the queue and wakes the loop through the pipe. */
+static void part_open(kafka_consumer_t *c, const char *topic, int32_t partition)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_get_partition(c->rk, topic, partition);
+    if (q)
+        rd_kafka_queue_forward(q, NULL);
+    kafka_part_t *p = part_find(c, topic, partition);
+    if (p) { /* still assigned (not expected): it keeps its queue */
+        if (q)
+            rd_kafka_queue_destroy(q);
+        return;
+    }
+    if (!(p = part_attach(c, topic, partition))) {
+        /* its messages wait in librdkafka (bounded by the prefetch limits), never handed over */
+        report_error(c, false, RD_KAFKA_RESP_ERR__FAIL,
+                     "out of memory for an assigned partition: not consumed until reassigned");
+        if (q)
+            rd_kafka_queue_destroy(q);
+        return;
+    }
+    p->fresh = true;
+    if (!q) {
+        p->stalled = true;
+        report_error(c, false, RD_KAFKA_RESP_ERR__FAIL,
+                     "no queue for an assigned partition: stalled until reassigned");
+        return;
+    }
+    p->queue = q;
+    rd_kafka_queue_io_event_enable(q, c->wake.wfd, "1", 1);
 }
 
 /* ---- offsets ---- */
@@ -226,61 +272,47 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                   LOG_I("partition", offsets->elems[i].partition), LOG_I("offset", offsets->elems[i].offset));
 }
 
-/* ---- pause / resume ---- */
+/* ---- the gate ---- */
 
-/* Pauses (or resumes) every assigned, non-revoking partition whose pause flag differs. */
-static void set_paused(kafka_consumer_t *c, bool pause)
-{
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
-    for (size_t i = 0; i < c->n_topics; i++)
-        for (size_t j = 0; j < c->topics[i].n_parts; j++) {
-            kafka_part_t *p = c->topics[i].parts[j];
-            if (!p || p->revoking || p->paused == pause)
-                continue;
-            rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-            p->paused = pause;
-            if (pause)
-                c->stats.paused++;
-            else
-                c->stats.paused--;
-        }
-    if (l->cnt > 0)
-        (pause ? rd_kafka_pause_partitions : rd_kafka_resume_partitions)(c->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-}
+static bool gate_open(const kafka_consumer_t *c) { return !c->gate_closed && !c->stopping && !c->finishing; }
 
-void kafka_consumer_pause_all(kafka_consumer_t *c)
-{
-    c->want_paused = true;
-    set_paused(c, true);
-}
+void kafka_consumer_pause_all(kafka_consumer_t *c) { c->gate_closed = true; }
 
 void kafka_consumer_resume_all(kafka_consumer_t *c)
 {
-    if (c->stopping)
+    if (c->stopping || !c->gate_closed)
         return;
-    c->want_paused = false;
-    set_paused(c, false);
+    c->gate_closed = false;
+    uv_idle_start(&c->idle, on_idle);
 }
 
-bool kafka_consumer_paused(const kafka_consumer_t *c) { return c->want_paused; }
+bool kafka_consumer_paused(const kafka_consumer_t *c) { return c->gate_closed; }
 
 void kafka_consumer_stop_consuming(kafka_consumer_t *c)
 {
     c->stopping = true;
-    kafka_consumer_pause_all(c);
+    c->gate_closed = true;
 }
 
 /* ---- rebalance ---- */
 
 static void assign_partitions(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *parts, bool cooperative)
 {
+    for (int i = 0; i < parts->cnt; i++)
+        part_open(c, parts->elems[i].topic, parts->elems[i].partition);
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (cooperative)
         error = rd_kafka_incremental_assign(c->rk, parts);
     else
         err = rd_kafka_assign(c->rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        kafka_part_t *p = part_find(c, parts->elems[i].topic, parts->elems[i].partition);
+        if (p && p->fresh && (error || err))
+            part_detach(p);
+        else if (p)
+            p->fresh = false;
+    }
     if (error || err) {
         report_error(c, false, error ? rd_kafka_error_code(error) : err,
                      error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
@@ -288,11 +320,6 @@ static void assign_partitions(kafka_consumer_t *c, rd_kafka_topic_partition_list
             rd_kafka_error_destroy(error);
         return;
     }
-    for (int i = 0; i < parts->cnt; i++)
-        if (!part_attach(c, parts->elems[i].topic, parts->elems[i].partition))
-            report_error(c, false, RD_KAFKA_RESP_ERR__FAIL, "out of memory for an assigned partition");
-    if (c->want_paused)
-        set_paused(c, true);
     kafka_tp_t *tps = tps_of(parts);
     log_info("kafka: partitions assigned", LOG_I("count", parts->cnt), LOG_B("cooperative", cooperative));
     if (tps && c->cbs.on_assign)
@@ -300,8 +327,8 @@ static void assign_partitions(kafka_consumer_t *c, rd_kafka_topic_partition_list
     free(tps);
 }
 
-/* Lets the revoked partitions go: resume what this module paused (librdkafka keeps the pause flag of
- * a partition across assignments), unassign, drop their states. */
+/* Lets the revoked partitions go: unassign, drop their states and their queues (with the messages
+ * still waiting behind the gate). */
 static void revoke_complete(kafka_consumer_t *c)
 {
     rd_kafka_topic_partition_list_t *l = c->revoke.list;
@@ -309,17 +336,11 @@ static void revoke_complete(kafka_consumer_t *c)
     c->revoke.pending = false;
     c->revoke.committing = false;
     uv_timer_stop(&c->drain_timer);
-    rd_kafka_topic_partition_list_t *resume = rd_kafka_topic_partition_list_new(l->cnt > 0 ? l->cnt : 1);
     size_t left = 0;
     for (int i = 0; i < l->cnt; i++) {
         kafka_part_t *p = part_find(c, l->elems[i].topic, l->elems[i].partition);
-        if (p && p->paused)
-            rd_kafka_topic_partition_list_add(resume, p->topic, p->partition);
         left += p ? p->outstanding : 0;
     }
-    if (resume->cnt > 0)
-        rd_kafka_resume_partitions(c->rk, resume);
-    rd_kafka_topic_partition_list_destroy(resume);
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (c->revoke.cooperative)
@@ -468,14 +489,39 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 /* ---- messages ---- */
 
+/* Reports and frees rkm when it is an error event (partition EOF is not reported); false otherwise. */
+static bool error_event(kafka_consumer_t *c, rd_kafka_message_t *rkm)
+{
+    if (!rkm->err)
+        return false;
+    if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        report_error(c, false, rkm->err, rd_kafka_message_errstr(rkm));
+    rd_kafka_message_destroy(rkm);
+    return true;
+}
+
+/* An event of the consumer queue. A message there would have bypassed the gate (not expected: every
+ * assigned partition has its own queue): it is dropped and its partition stalled, so that no later
+ * offset of it is committed. */
+static void consumer_event(kafka_consumer_t *c, rd_kafka_message_t *rkm)
+{
+    if (error_event(c, rkm))
+        return;
+    kafka_part_t *p = rkm->rkt ? part_find(c, rd_kafka_topic_name(rkm->rkt), rkm->partition) : NULL;
+    if (p && !p->stalled) {
+        p->stalled = true;
+        report_error(c, false, RD_KAFKA_RESP_ERR__FAIL,
+                     "message on the consumer queue: partition stalled until reassigned");
+    }
+    c->stats.dropped++;
+    rd_kafka_message_destroy(rkm);
+}
+
+/* A message of a partition queue: handed to the engine, or dropped when its partition is leaving. */
 static void deliver(kafka_consumer_t *c, rd_kafka_message_t *rkm)
 {
-    if (rkm->err) {
-        if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            report_error(c, false, rkm->err, rd_kafka_message_errstr(rkm));
-        rd_kafka_message_destroy(rkm);
+    if (error_event(c, rkm))
         return;
-    }
     kafka_part_t *p = part_find(c, rd_kafka_topic_name(rkm->rkt), rkm->partition);
     if (!p || p->revoking || p->stalled || c->stopping) {
         c->stats.dropped++;
@@ -607,21 +653,69 @@ static void on_wake(uv_poll_t *h, int status, int events)
     serve(c);
 }
 
-/* Serves up to SERVE_BUDGET events; comes back through uv_idle while the queue is not empty (the pipe
- * is written only when the queue goes from empty to non-empty). */
+static void on_poll_timer(uv_timer_t *t) { serve(t->data); }
+
+static size_t slot_count(const kafka_consumer_t *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_topics; i++)
+        n += c->topics[i].n_parts;
+    return n;
+}
+
+/* The state in slot k of the (topic, partition) slots, or NULL. */
+static kafka_part_t *slot_at(const kafka_consumer_t *c, size_t k)
+{
+    for (size_t i = 0; i < c->n_topics; k -= c->topics[i].n_parts, i++)
+        if (k < c->topics[i].n_parts)
+            return c->topics[i].parts[k];
+    return NULL;
+}
+
+/* While the gate is open, hands over up to budget messages, one per partition queue in turn from where
+ * the last call stopped; each is popped only just before it is handed over, so that nothing comes after
+ * a pause_all made in on_message. True when the budget ran out with messages left. */
+static bool serve_partitions(kafka_consumer_t *c, int budget)
+{
+    size_t empty_in_a_row = 0;
+    while (gate_open(c)) {
+        size_t n = slot_count(c);
+        if (empty_in_a_row >= n)
+            return false;
+        if (budget == 0)
+            return true;
+        c->cursor = (c->cursor + 1) % n;
+        kafka_part_t *p = slot_at(c, c->cursor);
+        rd_kafka_message_t *rkm = p && p->queue ? rd_kafka_consume_queue(p->queue, 0) : NULL;
+        if (!rkm) {
+            empty_in_a_row++;
+            continue;
+        }
+        empty_in_a_row = 0;
+        budget--;
+        deliver(c, rkm);
+    }
+    return false;
+}
+
+/* Serves up to SERVE_BUDGET events of the consumer queue (always, gate or not: rebalances, errors,
+ * commit results; each poll also counts for max.poll.interval.ms), then the partition queues; comes
+ * back through uv_idle while a queue is left non-empty (the pipe is written only when a queue goes
+ * from empty to non-empty). */
 static void serve(kafka_consumer_t *c)
 {
     for (int i = 0; i < SERVE_BUDGET && !c->finishing; i++) {
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, 0);
         if (!rkm)
             break;
-        deliver(c, rkm);
+        consumer_event(c, rkm);
     }
+    bool more = !c->finishing && serve_partitions(c, SERVE_BUDGET);
     if (c->finishing)
         return;
     if (c->closing && (c->close_forced || rd_kafka_consumer_closed(c->rk)))
         finish_close(c);
-    else if (rd_kafka_queue_length(c->queue) > 0)
+    else if (more || rd_kafka_queue_length(c->queue) > 0)
         uv_idle_start(&c->idle, on_idle);
 }
 
@@ -650,13 +744,15 @@ static void on_handle_closed(uv_handle_t *h)
         cb(ctx);
 }
 
+/* Closes the handles (the pipe's poll only when the pipe was made); c is freed when the last one is. */
 static void close_handles(kafka_consumer_t *c)
 {
-    c->open_handles = 4;
-    uv_close((uv_handle_t *)&c->wake.poll, on_handle_closed);
-    uv_close((uv_handle_t *)&c->idle, on_handle_closed);
-    uv_close((uv_handle_t *)&c->drain_timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->close_timer, on_handle_closed);
+    uv_handle_t *hs[] = {(uv_handle_t *)&c->idle, (uv_handle_t *)&c->drain_timer,
+                         (uv_handle_t *)&c->close_timer, (uv_handle_t *)&c->poll_timer,
+                         (uv_handle_t *)&c->wake.poll};
+    c->open_handles = c->wake.rfd >= 0 ? 5 : 4;
+    for (int i = 0; i < c->open_handles; i++)
+        uv_close(hs[i], on_handle_closed);
 }
 
 static void after_destroy(void *arg) { close_handles(arg); }
@@ -668,6 +764,7 @@ static void finish_close(kafka_consumer_t *c)
     uv_idle_stop(&c->idle);
     uv_timer_stop(&c->drain_timer);
     uv_timer_stop(&c->close_timer);
+    uv_timer_stop(&c->poll_timer);
     if (c->msgs) {
         log_error("kafka: consumer closed while the engine still held messages",
                   LOG_I("count", c->stats.outstanding));
@@ -725,7 +822,11 @@ void kafka_consumer_close(kafka_consumer_t *c, kafka_closed_cb cb, void *ctx)
     uv_idle_start(&c->idle, on_idle);
 }
 
-void kafka_consumer_get_stats(const kafka_consumer_t *c, kafka_consumer_stats_t *out) { *out = c->stats; }
+void kafka_consumer_get_stats(const kafka_consumer_t *c, kafka_consumer_stats_t *out)
+{
+    *out = c->stats;
+    out->paused = c->gate_closed ? c->stats.assigned : 0;
+}
 
 size_t kafka_consumer_partitions(const kafka_consumer_t *c, kafka_partition_info_t *out, size_t max)
 {
@@ -744,7 +845,7 @@ size_t kafka_consumer_partitions(const kafka_consumer_t *c, kafka_partition_info
                                                   .committable = kafka_offsets_committable(p->offsets),
                                                   .held = kafka_offsets_held(p->offsets),
                                                   .high_watermark = high,
-                                                  .paused = p->paused,
+                                                  .paused = c->gate_closed,
                                                   .revoking = p->revoking};
             }
             n++;
@@ -766,8 +867,14 @@ static rd_kafka_conf_t *consumer_conf(const kafka_consumer_options_t *o, char *e
     int64_t max_bytes = o->max_message_bytes > 0 ? o->max_message_bytes : 1048576;
     if (max_bytes > 512 * 1024 * 1024)
         max_bytes = 512 * 1024 * 1024;
-    char fetch_bytes[32];
+    char fetch_bytes[32], queued_kbytes[32];
     snprintf(fetch_bytes, sizeof(fetch_bytes), "%lld", (long long)(max_bytes + 65536));
+    /* The prefetch bound of each partition queue (the gate keeps them apart from the consumer queue, so
+     * librdkafka applies these per partition): one fetch of the partition (fetch.message.max.bytes, the
+     * largest message plus framing) and at most 1000 messages. A closed gate then holds at most about
+     * twice fetch.message.max.bytes per assigned partition (librdkafka may overshoot by one fetch), and
+     * an open one still has a full fetch ready while the next is under way. */
+    snprintf(queued_kbytes, sizeof(queued_kbytes), "%lld", (long long)((max_bytes + 65536 + 1023) / 1024));
     const config_kv_t defaults[] = {
         {"bootstrap.servers", (char *)o->brokers},
         {"group.id", (char *)o->group_id},
@@ -778,6 +885,8 @@ static rd_kafka_conf_t *consumer_conf(const kafka_consumer_options_t *o, char *e
         {"partition.assignment.strategy", "cooperative-sticky"},
         {"auto.offset.reset", "earliest"},
         {"fetch.message.max.bytes", fetch_bytes},
+        {"queued.min.messages", "1000"},
+        {"queued.max.messages.kbytes", queued_kbytes},
     };
     return kafka_conf_new(KAFKA_SCOPE_CONSUMER, defaults, BASE_ARRAY_LEN(defaults), o->properties,
                           o->n_properties, err, errlen);
@@ -847,7 +956,8 @@ kafka_consumer_t *kafka_consumer_new(uv_loop_t *loop, const kafka_consumer_optio
     uv_idle_init(loop, &c->idle);
     uv_timer_init(loop, &c->drain_timer);
     uv_timer_init(loop, &c->close_timer);
-    c->idle.data = c->drain_timer.data = c->close_timer.data = c;
+    uv_timer_init(loop, &c->poll_timer);
+    c->idle.data = c->drain_timer.data = c->close_timer.data = c->poll_timer.data = c;
     if (kafka_wake_init(&c->wake, loop, c->queue, on_wake, c) < 0) {
         snprintf(err, errlen, "kafka: cannot create the wake-up pipe");
         goto fail_handles;
@@ -858,20 +968,14 @@ kafka_consumer_t *kafka_consumer_new(uv_loop_t *loop, const kafka_consumer_optio
         goto fail_handles;
     }
     uv_idle_start(&c->idle, on_idle);
+    uv_timer_start(&c->poll_timer, on_poll_timer, POLL_INTERVAL_MS, POLL_INTERVAL_MS);
     return c;
 fail_handles:
     /* Nothing joined yet: destroying here is quick. Handles are closed on the loop. */
     rd_kafka_queue_destroy(c->queue);
     rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     c->finishing = true;
-    if (c->wake.rfd >= 0) {
-        close_handles(c);
-        return NULL;
-    }
-    c->open_handles = 3;
-    uv_close((uv_handle_t *)&c->idle, on_handle_closed);
-    uv_close((uv_handle_t *)&c->drain_timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->close_timer, on_handle_closed);
+    close_handles(c);
     return NULL;
 fail:
     if (conf)

@@ -1,5 +1,5 @@
 /* kafka — the worker's two librdkafka clients on the libuv loop: the group consumer of the jobs topic
- * (rebalance, per-partition offset tracking, pause/resume for backpressure) and the producer of
+ * (rebalance, per-partition offset tracking, a gate for backpressure) and the producer of
  * replies and dead letters (delivery reports on the loop, retry on a full local queue).
  * It owns: the rd_kafka_t handles, the pipes that librdkafka writes to when a queue becomes
  * non-empty (watched by uv_poll, so the loop sleeps until Kafka has something), the offset tracker
@@ -13,7 +13,11 @@
  * librdkafka's auto-commit (enable.auto.commit=true, every auto.commit.interval.ms=1000) commits the
  * stored offsets; librdkafka also commits them when a partition is unassigned or the consumer
  * closes. With enable.auto.commit=false set in kafka.properties, the consumer commits
- * asynchronously on revoke and on close only. */
+ * asynchronously on revoke and on close only.
+ *
+ * Prefetch: each assigned partition has its own librdkafka queue, so queued.min.messages (parley's
+ * default 1000) and queued.max.messages.kbytes (default: fetch.message.max.bytes, i.e. max_message_bytes
+ * + 64 KiB) bound what librdkafka holds per partition; kafka.properties may override both. */
 #ifndef PARLEY_KAFKA_H
 #define PARLEY_KAFKA_H
 
@@ -107,7 +111,7 @@ typedef struct {
     uint64_t commits; /* offset commits that succeeded */
     uint64_t commit_failures;
     size_t assigned;    /* partitions assigned now */
-    size_t paused;      /* of which paused by kafka_consumer_pause_all */
+    size_t paused;      /* of which behind the closed gate (all, or none) */
     size_t outstanding; /* messages the engine holds */
 } kafka_consumer_stats_t;
 
@@ -117,7 +121,7 @@ typedef struct {
     int64_t committable;    /* next offset to commit, -1 when nothing consumed yet */
     size_t held;            /* unfinished jobs of this partition */
     int64_t high_watermark; /* last known end of the log, -1 when unknown */
-    bool paused;
+    bool paused; /* behind the closed gate */
     bool revoking;
 } kafka_partition_info_t;
 
@@ -134,12 +138,21 @@ size_t kafka_message_header_count(const kafka_message_t *m);
 /* The i-th header, 0 or -1 when i is out of range. */
 int kafka_message_header_at(const kafka_message_t *m, size_t i, kafka_header_t *h);
 
-/* Backpressure: pause every assigned partition not yet paused (and any assigned later), and resume
- * exactly those this module paused. The queue keeps being served (rebalances, max.poll.interval.ms). */
+/* Backpressure, a gate rather than rd_kafka_pause_partitions (whose resume takes effect only when the
+ * broker thread next wakes, up to a second later in librdkafka 2.0.2, and refetches what the pause
+ * purged): pause_all closes the gate, and no message is handed to on_message after it returns (also when
+ * called from inside on_message), for every partition assigned now or later. librdkafka keeps fetching
+ * behind the gate until its prefetch bound per partition (see Prefetch above) and then stops by itself.
+ * resume_all opens it: what waits is handed over from the next loop iteration, one partition after the
+ * other, with no refetch. Rebalances, errors and commit results are served whether the gate is open or
+ * closed, and the consumer polls at least every second, so max.poll.interval.ms is never exceeded by a
+ * closed gate. A revoked or lost partition's waiting messages are dropped at its unassign (never handed
+ * over, never committed). */
 void kafka_consumer_pause_all(kafka_consumer_t *c);
 void kafka_consumer_resume_all(kafka_consumer_t *c);
 bool kafka_consumer_paused(const kafka_consumer_t *c);
-/* Shutdown, step 1: pause everything and deliver nothing more (later messages are not committed). */
+/* Shutdown, step 1: close the gate for good (resume_all no longer opens it); later messages are not
+ * committed. */
 void kafka_consumer_stop_consuming(kafka_consumer_t *c);
 /* Shutdown, step 2 (after the engine handed back its messages): commit, leave the group
  * (rd_kafka_consumer_close_queue, bounded by close_timeout_ms), destroy, free c, then cb(ctx). A
