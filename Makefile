@@ -7,7 +7,7 @@ CC      ?= cc
 PKGS    := rdkafka hiredis libcurl libcjson yaml-0.1 libuv libmicrohttpd
 DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhiredis-dev \
             libcurl4-openssl-dev libcjson-dev libyaml-dev libuv1-dev libmicrohttpd-dev \
-            redis-server kcat libcmocka-dev curl \
+            redis-server kcat libcmocka-dev curl unzip \
             python3 python3-yaml python3-confluent-kafka python3-prometheus-client
 
 # Lazily expanded, so that a sub-make started after `deps` sees the installed packages.
@@ -26,7 +26,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -DPARLEY_VERSION=\"$(VERSION)\" -Iinternal $(W
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 
 # Modules, lowest first. Every internal/<m>/*.c becomes part of build/lib/lib<m>.a.
-MODULES := base log config metrics job http llm store kafka router engine admin replay dev
+MODULES := base log config metrics job http llm store limits kafka router engine admin replay dev
 LIBS     = $(foreach m,$(MODULES),$(if $(wildcard internal/$(m)/*.c),$(BUILD)/lib/lib$(m).a))
 LINK_LIBS = -Wl,--start-group $(LIBS) -Wl,--end-group
 
@@ -70,6 +70,7 @@ UNIT_DEPS_job     := job log base
 UNIT_DEPS_http    := http log base
 UNIT_DEPS_llm     := llm http log base
 UNIT_DEPS_store   := store log base
+UNIT_DEPS_limits  := limits store log base
 UNIT_DEPS_kafka   := kafka log base
 UNIT_DEPS_dev     := dev log base
 unit_libs = $(foreach m,$(or $(UNIT_DEPS_$(1)),$(MODULES)),$(if $(wildcard internal/$(m)/*.c),$(BUILD)/lib/lib$(m).a))
@@ -88,14 +89,19 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
+# Runs both suites even when the first fails, then prints the total: "total: N passed, N failed".
 test: deps
-	@$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" test-unit test-integration
+	@rm -f $(BUILD)/test-counts; mkdir -p $(BUILD); rc=0; \
+	$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" TEST_COUNTS=$(abspath $(BUILD))/test-counts test-unit || rc=1; \
+	$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" TEST_COUNTS=$(abspath $(BUILD))/test-counts test-integration || rc=1; \
+	awk '{p += $$1; f += $$2} END {printf "total: %d passed, %d failed\n", p, f + 0}' $(BUILD)/test-counts 2>/dev/null || echo "total: 0 passed, 1 failed"; \
+	exit $$rc
 
 test-unit: $(BUILD)/parley $(UNIT_BINS)
-	@bash tests/run-unit.sh $(UNIT_BINS)
+	@TEST_COUNTS=$(TEST_COUNTS) bash tests/run-unit.sh $(UNIT_BINS)
 
 test-integration: $(BUILD)/parley
-	@PARLEY=$(abspath $(BUILD)/parley) bash tests/run-integration.sh $(INTEG_TESTS)
+	@TEST_COUNTS=$(TEST_COUNTS) PARLEY=$(abspath $(BUILD)/parley) bash tests/run-integration.sh $(INTEG_TESTS)
 
 demo: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" all

@@ -21,4 +21,5 @@ for t in "$@"; do
 done
 [ -n "$failed_names" ] && echo "failed:$failed_names"
 echo "integration: $passed passed, $failed failed"
+[ -n "${TEST_COUNTS:-}" ] && echo "$passed $failed" >>"$TEST_COUNTS"
 [ "$failed" -eq 0 ]

@@ -12,4 +12,5 @@ for bin in "$@"; do
 done
 [ -n "$broken" ] && echo "crashed or exited non-zero:$broken"
 echo "unit: $passed passed, $failed failed"
+[ -n "${TEST_COUNTS:-}" ] && echo "$passed $failed" >>"$TEST_COUNTS"
 [ "$failed" -eq 0 ]

@@ -253,7 +253,7 @@ static int clients_open(engine_t *e, char *err, size_t errlen)
     e->http = http_client_new(&e->loop, &ho, err, errlen);
     if (!e->http)
         return -1;
-    e->router = router_new(&e->loop, cfg, e->http, err, errlen);
+    e->router = router_new(&e->loop, cfg, e->http, NULL, err, errlen);
     if (!e->router)
         return -1;
 

@@ -1,4 +1,6 @@
-/* router.c — the race strategy: one attempt per provider of the route, first good answer wins. */
+/* router.c — a call across the providers of a route: which attempt starts when (race, hedge, fallback,
+ * after a reset), who wins, the call's timer (deadline, hedge delay, backoffs, first-token timeouts),
+ * and the result handed to on_done. */
 #include "router/router.h"
 
 #include <stdio.h>
@@ -7,101 +9,78 @@
 
 #include "base/base.h"
 #include "log/log.h"
+#include "router/router_int.h"
 
-#define ROUTER_REASON_MAX 200
-#define ROUTER_ERROR_MAX 512
-#define ROUTER_MAX_EXTRA_HEADERS 1
-
-struct router {
-    uv_loop_t *loop;
-    const config_t *cfg;
-    http_client_t *http;
-    router_stats_t stats;
+static const struct {
+    unsigned bit;
+    const char *name;
+} param_names[] = {
+    {LLM_PARAM_TEMPERATURE, "temperature"}, {LLM_PARAM_TOP_P, "top_p"}, {LLM_PARAM_MAX_TOKENS, "max_tokens"},
+    {LLM_PARAM_STOP, "stop"},               {LLM_PARAM_SEED, "seed"},
 };
 
-typedef struct attempt {
-    router_call_t *call;
-    const config_provider_t *provider;
-    llm_request_t request;
-    http_transfer_t *transfer; /* NULL once finished or cancelled */
-    int64_t started_ms;
-    llm_result_t result; /* parsed answer, kept for the winner */
-    bool has_result;
-    job_attempt_t record;
-    char reason[ROUTER_REASON_MAX];
-} attempt_t;
-
-struct router_call {
-    router_t *router;
-    router_callbacks_t cbs;
-    int64_t started_ms;
-    attempt_t *attempts;
-    job_attempt_t *records; /* contiguous copy handed to on_done */
-    size_t n_attempts;
-    size_t running;
-    attempt_t *winner;
-    bool finished; /* on_done has been called or is being called */
-};
-
-router_t *router_new(uv_loop_t *loop, const config_t *cfg, http_client_t *http, char *err, size_t errlen)
+router_t *router_new(uv_loop_t *loop, const config_t *cfg, http_client_t *http, limits_t *limits, char *err,
+                     size_t errlen)
 {
     router_t *r = base_calloc(1, sizeof *r);
-    if (!r) {
+    if (r)
+        r->providers = base_calloc(cfg->llm.n_providers ? cfg->llm.n_providers : 1, sizeof *r->providers);
+    if (!r || !r->providers) {
+        free(r);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     r->loop = loop;
     r->cfg = cfg;
     r->http = http;
+    r->limits = limits;
+    r->rng = base_mono_ns() | 1u;
     return r;
 }
 
-void router_free(router_t *r) { free(r); }
+void router_free(router_t *r)
+{
+    if (!r)
+        return;
+    free(r->providers);
+    free(r);
+}
 
 void router_get_stats(const router_t *r, router_stats_t *out) { *out = r->stats; }
 
-static int64_t min_positive(int64_t a, int64_t b)
-{
-    if (a <= 0)
-        return b;
-    if (b <= 0)
-        return a;
-    return a < b ? a : b;
-}
-
-static void attempt_release(attempt_t *a)
-{
-    llm_request_free(&a->request);
-    if (a->has_result)
-        llm_result_free(&a->result);
-    a->has_result = false;
-}
+static void timer_free(uv_handle_t *h) { free(h); }
 
 static void call_free(router_call_t *call)
 {
     for (size_t i = 0; i < call->n_attempts; i++)
         attempt_release(&call->attempts[i]);
+    for (size_t i = 0; i < call->n && call->requests; i++)
+        llm_request_free(&call->requests[i]);
+    if (call->timer) {
+        uv_timer_stop(call->timer);
+        uv_close((uv_handle_t *)call->timer, timer_free);
+    }
+    free(call->order);
+    free(call->requests);
+    free(call->slots);
     free(call->attempts);
     free(call->records);
     free(call);
 }
 
-/* Stops every running attempt but keep, recording it as cancelled. */
-static void call_cancel_others(router_call_t *call, const attempt_t *keep)
+void call_leave(router_call_t *call)
 {
-    int64_t now = base_mono_ms();
+    if (--call->busy == 0 && (call->finished || call->dead))
+        call_free(call);
+}
+
+/* Stops every attempt that is not done, but keep. */
+static void call_stop_others(router_call_t *call, const attempt_t *keep, job_outcome_t outcome, const char *reason)
+{
     for (size_t i = 0; i < call->n_attempts; i++) {
         attempt_t *a = &call->attempts[i];
-        if (a == keep || !a->transfer)
-            continue;
-        http_cancel(a->transfer);
-        a->transfer = NULL;
-        call->running--;
-        call->router->stats.attempts_in_flight--;
-        a->record.outcome = JOB_OUTCOME_CANCELLED;
-        a->record.latency_ms = now - a->started_ms;
-        snprintf(a->reason, sizeof a->reason, "another provider won; cancelled before billing could be read");
-        a->record.reason = a->reason;
+        if (a != keep && a->state != AT_DONE)
+            attempt_stop(a, outcome, reason);
     }
 }
 
@@ -120,14 +99,29 @@ static void call_error_summary(const router_call_t *call, char *out, size_t outl
     }
 }
 
+/* The attempt records, then one "not_needed" record per provider never started. */
+static size_t call_records(router_call_t *call)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < call->n_attempts; i++)
+        call->records[n++] = call->attempts[i].record;
+    for (size_t s = 0; s < call->n; s++) {
+        if (call->slots[s].started)
+            continue;
+        job_attempt_t *rec = &call->records[n++];
+        job_attempt_init(rec, call->router->cfg->llm.providers[call->order[s]].name, JOB_OUTCOME_SKIPPED);
+        rec->reason = "not_needed";
+    }
+    return n;
+}
+
 static void call_finish(router_call_t *call)
 {
     router_t *r = call->router;
     call->finished = true;
+    uv_timer_stop(call->timer);
     r->stats.calls_in_flight--;
-    for (size_t i = 0; i < call->n_attempts; i++)
-        call->records[i] = call->attempts[i].record;
-    router_result_t res = {.attempts = call->records, .n_attempts = call->n_attempts, .first_token_ms = -1};
+    router_result_t res = {.attempts = call->records, .n_attempts = call_records(call), .first_token_ms = -1};
     res.llm_ms = base_mono_ms() - call->started_ms;
     char error[ROUTER_ERROR_MAX];
     attempt_t *w = call->winner;
@@ -141,167 +135,276 @@ static void call_finish(router_call_t *call)
         res.model = w->result.model[0] ? w->result.model : w->provider->model;
         res.usage = w->result.usage;
         res.has_cost = llm_cost_usd(w->provider, &w->result.usage, &res.cost_usd) == 0;
-        res.first_token_ms = w->record.first_token_ms;
+        if (call->first_token_ms >= 0)
+            res.first_token_ms = call->first_token_ms;
+        else if (w->record.first_token_ms >= 0)
+            res.first_token_ms = w->record.started_after_ms + w->record.first_token_ms;
     } else {
         r->stats.calls_failed++;
         call_error_summary(call, error, sizeof error);
         res.error = error;
     }
     call->cbs.on_done(call->cbs.ctx, &res);
-    call_free(call);
 }
 
-static job_outcome_t outcome_of_http(http_code_t code)
+/* The next route position that may start: not failed, not running, and (before a reset) not started. */
+static size_t call_next_slot(const router_call_t *call)
 {
-    switch (code) {
-    case HTTP_ERR_TIMEOUT_CONNECT:
-    case HTTP_ERR_TIMEOUT_FIRST_BYTE:
-    case HTTP_ERR_TIMEOUT_IDLE:
-    case HTTP_ERR_TIMEOUT_TOTAL:
-        return JOB_OUTCOME_TIMEOUT;
-    default:
-        return JOB_OUTCOME_ERROR;
+    if (call->n_attempts >= 2 * call->n)
+        return SIZE_MAX;
+    for (size_t s = 0; s < call->n; s++) {
+        const call_slot_t *sl = &call->slots[s];
+        if (!sl->exhausted && !sl->running && (call->reset_phase || !sl->started))
+            return s;
+    }
+    return SIZE_MAX;
+}
+
+/* Starts the next provider that can run, skipping those admission refuses; true when one runs. */
+static bool call_start_next(router_call_t *call, trigger_t trig, const attempt_t *prev)
+{
+    char why[ROUTER_WHY_MAX];
+    for (;;) {
+        size_t s = call_next_slot(call);
+        if (s == SIZE_MAX)
+            return false;
+        why[0] = '\0';
+        if (trig == TRIG_HEDGE)
+            snprintf(why, sizeof why, "hedge_after_ms=%lld", (long long)call->hedge_delay_ms);
+        else if (trig == TRIG_FAILURE && prev)
+            snprintf(why, sizeof why, "fallback_after=%s", prev->provider->name);
+        else if (trig == TRIG_RESET && prev)
+            snprintf(why, sizeof why, "reset_after=%s", prev->provider->name);
+        attempt_t *a = attempt_begin(call, s, why);
+        if (a->state != AT_DONE)
+            return true;
+        prev = a;
+        if (trig != TRIG_HEDGE)
+            trig = TRIG_FAILURE;
     }
 }
 
-/* Parses a finished transfer into a->result; 0 when it is a good answer. Fills the record. */
-static int attempt_judge(attempt_t *a, http_result_t *res)
-{
-    a->record.http_status = (int)res->status;
-    if (res->code != HTTP_OK) {
-        a->record.outcome = outcome_of_http(res->code);
-        snprintf(a->reason, sizeof a->reason, "%s: %s", http_code_name(res->code), res->error);
-        return -1;
-    }
-    a->has_result = true;
-    if (llm_response_parse(a->provider->type, (int)res->status, res->body.data, res->body.len, &a->result) != 0) {
-        a->record.outcome = JOB_OUTCOME_ERROR;
-        const llm_error_t *e = &a->result.error;
-        if (res->status >= 200 && res->status < 300)
-            snprintf(a->reason, sizeof a->reason, "%s: %s", e->type, e->message);
-        else
-            snprintf(a->reason, sizeof a->reason, "http %ld: %s: %s", res->status, e->type, e->message);
-        return -1;
-    }
-    return 0;
-}
+static void call_on_timer(uv_timer_t *t);
 
-static void attempt_on_done(void *ctx, http_result_t *res)
+void call_schedule(router_call_t *call)
 {
-    attempt_t *a = ctx;
-    router_call_t *call = a->call;
-    a->transfer = NULL;
-    call->running--;
-    call->router->stats.attempts_in_flight--;
-    a->record.latency_ms = base_mono_ms() - a->started_ms;
-    if (res->timing.first_byte_ms >= 0)
-        a->record.first_token_ms = a->started_ms - call->started_ms + res->timing.first_byte_ms;
-    bool good = attempt_judge(a, res) == 0;
-    a->record.reason = a->reason[0] ? a->reason : NULL;
-    if (call->finished)
+    if (call->finished || call->dead)
         return;
-    if (good && !call->winner) {
-        a->record.outcome = JOB_OUTCOME_WON;
-        call->winner = a;
-        call_cancel_others(call, a);
-    } else if (good) {
-        a->record.outcome = JOB_OUTCOME_LOST;
+    int64_t due = call->finish_due ? 1 : call->deadline_ms;
+    if (call->hedge_due_ms > 0 && (due <= 0 || call->hedge_due_ms < due))
+        due = call->hedge_due_ms;
+    for (size_t i = 0; i < call->n_attempts; i++) {
+        const attempt_t *a = &call->attempts[i];
+        if (a->state != AT_DONE && a->due_ms > 0 && (due <= 0 || a->due_ms < due))
+            due = a->due_ms;
     }
-    if (call->winner || call->running == 0)
+    if (due <= 0) {
+        uv_timer_stop(call->timer);
+        return;
+    }
+    int64_t wait = due - base_mono_ms();
+    uv_timer_start(call->timer, call_on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+}
+
+void call_first_token(router_call_t *call, attempt_t *a)
+{
+    if (call->streamer)
+        return;
+    call->streamer = a;
+    call->hedge_due_ms = 0;
+    if (call->first_token_ms < 0)
+        call->first_token_ms = base_mono_ms() - call->started_ms;
+    call_stop_others(call, a, JOB_OUTCOME_CANCELLED,
+                     "another provider streamed first; cancelled before billing could be read");
+    call_schedule(call);
+}
+
+void call_attempt_ended(router_call_t *call, attempt_t *a)
+{
+    if (call->finished || call->dead)
+        return;
+    if (a->record.outcome == JOB_OUTCOME_WON) {
+        call->winner = a;
+        call_stop_others(call, a, JOB_OUTCOME_CANCELLED,
+                         "another provider won; cancelled before billing could be read");
+        call_finish(call);
+        return;
+    }
+    if (a == call->streamer) {
+        call->streamer = NULL;
+        call->reset_phase = true;
+        call->router->stats.resets++;
+        if (call->cbs.on_reset)
+            call->cbs.on_reset(call->cbs.ctx, a->provider->name, a->record.reason ? a->record.reason : "failed");
+        if (call->dead)
+            return;
+        call_start_next(call, TRIG_RESET, a);
+    } else if ((call->route->strategy != STRATEGY_RACE || call->reset_phase) && !call->streamer) {
+        call_start_next(call, TRIG_FAILURE, a);
+    }
+    if (call->active == 0)
+        call_finish(call);
+    else
+        call_schedule(call);
+}
+
+/* The hedge delay passed without an answer: the next provider joins. */
+static void call_hedge(router_call_t *call)
+{
+    call->hedge_due_ms = 0;
+    if (call->winner || call->streamer || call->reset_phase)
+        return;
+    if (call_start_next(call, TRIG_HEDGE, NULL)) {
+        call->router->stats.hedges++;
+        call->hedge_due_ms = base_mono_ms() + call->hedge_delay_ms;
+    }
+    if (call->active == 0)
         call_finish(call);
 }
 
-/* Builds and starts the attempt of provider p; -1 (with a->reason set) when it cannot start. */
-static int attempt_start(router_call_t *call, attempt_t *a, const router_request_t *req)
+/* The call's deadline passed: every attempt still going times out. */
+static void call_expire(router_call_t *call)
+{
+    char reason[96];
+    if (call->deadline_is_job)
+        snprintf(reason, sizeof reason, "the job's deadline passed");
+    else
+        snprintf(reason, sizeof reason, "route timeout_ms=%lld passed", (long long)call->route->timeout_ms);
+    call_stop_others(call, NULL, JOB_OUTCOME_TIMEOUT, reason);
+    call_finish(call);
+}
+
+static void call_on_timer(uv_timer_t *t)
+{
+    router_call_t *call = t->data;
+    int64_t now = base_mono_ms();
+    call->busy++;
+    if (call->finish_due) {
+        call_finish(call);
+    } else if (call->deadline_ms > 0 && now >= call->deadline_ms) {
+        call_expire(call);
+    } else {
+        if (call->hedge_due_ms > 0 && now >= call->hedge_due_ms)
+            call_hedge(call);
+        for (size_t i = 0; i < call->n_attempts && !call->finished && !call->dead; i++) {
+            attempt_t *a = &call->attempts[i];
+            if (a->state != AT_DONE && a->due_ms > 0 && now >= a->due_ms)
+                attempt_due(a);
+        }
+        call_schedule(call);
+    }
+    call_leave(call);
+}
+
+/* Logs once per provider and parameter what the provider's API cannot take. */
+static void warn_dropped(router_t *r, size_t pidx, unsigned dropped)
+{
+    router_provider_t *rp = &r->providers[pidx];
+    for (size_t i = 0; i < BASE_ARRAY_LEN(param_names); i++) {
+        if (!(dropped & param_names[i].bit) || (rp->warned_params & param_names[i].bit))
+            continue;
+        rp->warned_params |= param_names[i].bit;
+        log_warn("provider cannot take a job parameter; it is not sent",
+                 LOG_S("provider", r->cfg->llm.providers[pidx].name), LOG_S("param", param_names[i].name));
+    }
+}
+
+/* Builds every provider's request now (params and messages are the caller's only during the call). */
+static void call_build_requests(router_call_t *call, const router_request_t *req)
 {
     router_t *r = call->router;
-    const config_provider_t *p = a->provider;
-    char err[256];
-    a->started_ms = base_mono_ms();
-    if (llm_request_build(p, req->messages, req->n_messages, req->params, false, &a->request, err, sizeof err) !=
-        0) {
-        snprintf(a->reason, sizeof a->reason, "request not built: %s", err);
-        return -1;
+    for (size_t s = 0; s < call->n; s++) {
+        const config_provider_t *p = &r->cfg->llm.providers[call->order[s]];
+        char err[256], text[300];
+        if (llm_request_build(p, req->messages, req->n_messages, req->params, req->stream, &call->requests[s], err,
+                              sizeof err) == 0) {
+            warn_dropped(r, call->order[s], call->requests[s].dropped_params);
+            continue;
+        }
+        attempt_t *a = &call->attempts[call->n_attempts++];
+        a->call = call;
+        a->slot = s;
+        a->pidx = call->order[s];
+        a->provider = p;
+        a->state = AT_DONE;
+        job_attempt_init(&a->record, p->name, JOB_OUTCOME_ERROR);
+        snprintf(text, sizeof text, "request not built: %s", err);
+        snprintf(a->reason, sizeof a->reason, "%s", text);
+        a->record.reason = a->reason;
+        call->slots[s].started = call->slots[s].exhausted = true;
     }
-    const char *headers[64 + ROUTER_MAX_EXTRA_HEADERS];
-    size_t n_headers = 0;
-    for (size_t i = 0; i < a->request.n_headers && n_headers < 64; i++)
-        headers[n_headers++] = a->request.headers[i];
-    char traceparent[128];
-    if (req->traceparent && strlen(req->traceparent) < 100) {
-        snprintf(traceparent, sizeof traceparent, "traceparent: %s", req->traceparent);
-        headers[n_headers++] = traceparent;
+}
+
+/* Deadline of the call: the route's timeout from now and the request's deadline, the nearer. */
+static void call_set_deadline(router_call_t *call, const router_request_t *req)
+{
+    if (call->route->timeout_ms > 0)
+        call->deadline_ms = call->started_ms + call->route->timeout_ms;
+    if (req->deadline_mono_ms > 0 && (call->deadline_ms <= 0 || req->deadline_mono_ms < call->deadline_ms)) {
+        call->deadline_ms = req->deadline_mono_ms;
+        call->deadline_is_job = true;
     }
-    int64_t remaining = req->deadline_mono_ms > 0 ? req->deadline_mono_ms - a->started_ms : 0;
-    if (req->deadline_mono_ms > 0 && remaining <= 0)
-        remaining = 1;
-    http_request_t hr = {
-        .method = HTTP_POST,
-        .url = a->request.url,
-        .headers = headers,
-        .n_headers = n_headers,
-        .body = a->request.body,
-        .body_len = a->request.body_len,
-        .connect_timeout_ms = p->connect_timeout_ms,
-        .total_timeout_ms = min_positive(min_positive(p->timeout_ms, req->route->timeout_ms), remaining),
-        .max_response_bytes = (size_t)r->cfg->llm.max_response_bytes,
-        .buffer_body = true,
-        .tls_insecure = !p->tls_verify,
-        .ca_file = p->ca_file,
-        .on_done = attempt_on_done,
-        .ctx = a,
-    };
-    a->transfer = http_start(r->http, &hr, err, sizeof err);
-    if (!a->transfer) {
-        snprintf(a->reason, sizeof a->reason, "not started: %s", err);
-        return -1;
-    }
-    call->running++;
-    r->stats.attempts_started++;
-    r->stats.attempts_in_flight++;
-    return 0;
 }
 
 router_call_t *router_start(router_t *r, const router_request_t *req, const router_callbacks_t *cbs, char *err,
                             size_t errlen)
 {
     const config_route_t *route = req->route;
-    if (route->n_providers == 0) {
+    size_t n = route->n_providers;
+    if (n == 0) {
         snprintf(err, errlen, "route %s has no providers", route->name);
         return NULL;
     }
     router_call_t *call = base_calloc(1, sizeof *call);
     if (!call)
         goto nomem;
-    call->attempts = base_calloc(route->n_providers, sizeof *call->attempts);
-    call->records = base_calloc(route->n_providers, sizeof *call->records);
-    if (!call->attempts || !call->records)
+    call->order = base_calloc(n, sizeof *call->order);
+    call->requests = base_calloc(n, sizeof *call->requests);
+    call->slots = base_calloc(n, sizeof *call->slots);
+    call->attempts = base_calloc(2 * n, sizeof *call->attempts);
+    call->records = base_calloc(3 * n, sizeof *call->records);
+    call->timer = base_malloc(sizeof *call->timer);
+    if (!call->order || !call->requests || !call->slots || !call->attempts || !call->records || !call->timer)
         goto nomem;
+    uv_timer_init(r->loop, call->timer);
+    call->timer->data = call;
     call->router = r;
     call->cbs = *cbs;
+    call->route = route;
+    call->stream = req->stream;
+    call->n = n;
     call->started_ms = base_mono_ms();
-    call->n_attempts = route->n_providers;
-    for (size_t i = 0; i < route->n_providers; i++) {
-        attempt_t *a = &call->attempts[i];
-        a->call = call;
-        a->provider = &r->cfg->llm.providers[route->providers[i]];
-        job_attempt_init(&a->record, a->provider->name, JOB_OUTCOME_ERROR);
-        a->record.started_after_ms = 0;
-        if (attempt_start(call, a, req) != 0)
-            a->record.reason = a->reason;
-    }
-    if (call->running == 0) {
-        snprintf(err, errlen, "no provider attempt could start: %s", call->attempts[0].reason);
-        call_free(call);
-        return NULL;
-    }
+    call->first_token_ms = -1;
+    call_set_deadline(call, req);
+    if (req->traceparent && strlen(req->traceparent) < 100)
+        snprintf(call->traceparent, sizeof call->traceparent, "%s", req->traceparent);
+    call->est_tokens = llm_estimate_prompt_tokens(req->messages, req->n_messages);
+    router_order(r, route, call->order);
+    call_build_requests(call, req);
+    if (route->strategy == STRATEGY_HEDGE)
+        call->hedge_delay_ms = router_hedge_delay_for(r, route, call->order[0], call->stream);
     r->stats.calls++;
     r->stats.calls_in_flight++;
+    call->busy++;
+    if (route->strategy == STRATEGY_RACE) {
+        for (size_t s = 0; s < n; s++)
+            if (!call->slots[s].started)
+                attempt_begin(call, s, NULL);
+    } else if (call_start_next(call, TRIG_START, NULL) && route->strategy == STRATEGY_HEDGE) {
+        call->hedge_due_ms = call->started_ms + call->hedge_delay_ms;
+    }
+    call->finish_due = call->active == 0;
+    call_schedule(call);
+    call->busy--;
     return call;
 nomem:
     if (call) {
+        free(call->order);
+        free(call->requests);
+        free(call->slots);
         free(call->attempts);
         free(call->records);
+        free(call->timer);
         free(call);
     }
     snprintf(err, errlen, "out of memory");
@@ -310,9 +413,11 @@ nomem:
 
 void router_cancel(router_call_t *call)
 {
-    if (!call || call->finished)
+    if (!call || call->finished || call->dead)
         return;
-    call_cancel_others(call, NULL);
+    call_stop_others(call, NULL, JOB_OUTCOME_CANCELLED, "cancelled");
+    call->dead = true;
     call->router->stats.calls_in_flight--;
-    call_free(call);
+    if (call->busy == 0)
+        call_free(call);
 }

@@ -1,5 +1,5 @@
 /* store.c — one hiredis async connection on the libuv loop: handshake, reconnect with backoff,
- * per-request deadlines, and the job begin / commit / put-reply requests of CONTRACT.md §3.
+ * per-request deadlines, the job begin / commit / put-reply requests of CONTRACT.md §3, and store_eval.
  *
  * Ownership of a request: a store_req_t is taken from a free list when a request is sent and is
  * owned by the hiredis callbacks of its commands (refs counts them); the reply to the last command
@@ -9,7 +9,11 @@
  * then only return it to the free list.
  *
  * hiredis is never freed from inside its connect or disconnect callbacks (it frees itself there);
- * from reply callbacks redisAsyncFree is safe (hiredis defers it until the callback returns). */
+ * from reply callbacks redisAsyncFree is safe (hiredis defers it until the callback returns).
+ *
+ * Scripts: each connection has a generation number; a script records the generation in which its
+ * SCRIPT LOAD answered. An eval keeps a copy of its argv so that a NOSCRIPT answer can be sent again
+ * as EVAL from the reply callback (the request's hiredis reference passes to the new command). */
 #include "store/store.h"
 
 #include <arpa/inet.h>
@@ -36,16 +40,25 @@
 typedef enum { CONN_WAITING, CONN_RESOLVING, CONN_CONNECTING, CONN_UP } conn_state_t;
 
 /* What the single callback of a request expects as its reply. */
-typedef enum { REQ_BEGIN_MULTI, REQ_BEGIN_GET, REQ_COMMIT_MULTI, REQ_SET } req_kind_t;
+typedef enum { REQ_BEGIN_MULTI, REQ_BEGIN_GET, REQ_COMMIT_MULTI, REQ_SET, REQ_EVAL } req_kind_t;
 
 /* Handshake steps, passed to the handshake callback as its privdata. */
 typedef enum { HS_AUTH = 1, HS_SELECT, HS_SETNAME, HS_PING } hs_step_t;
 static const char *const hs_names[] = {"", "AUTH", "SELECT", "CLIENT SETNAME", "PING"};
 
+struct store_script {
+    store_script_t *next;
+    char *body;
+    size_t len;
+    char sha[41];
+    uint64_t loaded_gen;  /* connection generation in which SCRIPT LOAD answered (0: none) */
+    uint64_t loading_gen; /* generation in which a SCRIPT LOAD was sent */
+};
+
 typedef struct store_req store_req_t;
 struct store_req {
     store_t *s;
-    store_req_t *prev, *next; /* in the awaited list, oldest first; next also links the free list */
+    store_req_t *prev, *next; /* in the awaited list, by deadline; next also links the free list */
     uint64_t deadline_ms;
     unsigned refs;  /* hiredis callbacks still holding this record */
     bool timed_out; /* the user was told STORE_ERR_TIMEOUT */
@@ -55,7 +68,18 @@ struct store_req {
     size_t n_queued; /* commands inside MULTI */
     store_begin_cb begin_cb;
     store_done_cb done_cb;
+    store_eval_cb eval_cb;
     void *ctx;
+    /* REQ_EVAL only */
+    store_script_t *script;
+    uint64_t gen;     /* the connection it was sent on */
+    unsigned replies; /* replies seen so far */
+    bool eval_load;   /* a SCRIPT LOAD went first */
+    bool eval_resent; /* NOSCRIPT was answered by sending EVAL */
+    void *eval_buf;   /* owns eval_argv, eval_argvlen and the copied keys and args */
+    const char **eval_argv;
+    size_t *eval_argvlen;
+    int eval_argc;
 };
 
 /* The libuv side of one hiredis connection (hiredis' own 0.14 adapter ignores poll errors, so a
@@ -90,13 +114,15 @@ struct store {
     bool ever_up;
     int64_t stall_ms;
 
-    store_req_t *head, *tail; /* awaited requests */
+    store_req_t *head, *tail; /* awaited requests, earliest deadline first */
     store_req_t *free_reqs;
     size_t outstanding; /* requests sent whole and not completed by hiredis, timed out ones included */
     uint64_t last_progress_ms;
 
     store_bytes_t *entries;
     size_t entries_cap;
+    store_script_t *scripts;
+    uint64_t conn_gen; /* incremented per hiredis connection opened */
     char last_error[STORE_LAST_ERR_MAX];
     store_stats_t st;
 
@@ -107,6 +133,7 @@ struct store {
 
 static void conn_start(store_t *s);
 static void req_timer_cb(uv_timer_t *t);
+static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv);
 static void backoff_cb(uv_timer_t *t) { conn_start(t->data); }
 
 const char *store_strerror(int err)
@@ -562,6 +589,7 @@ static void conn_open(store_t *s, const char *addr)
         return;
     }
     ac->data = s;
+    s->conn_gen++;
     if (poll_attach(s, ac) < 0) {
         redisAsyncFree(ac);
         conn_down(s, "cannot watch the socket", false);
@@ -653,6 +681,8 @@ static store_req_t *req_get(store_t *s)
 
 static void req_put(store_t *s, store_req_t *r)
 {
+    free(r->eval_buf);
+    r->eval_buf = NULL;
     r->next = s->free_reqs;
     s->free_reqs = r;
 }
@@ -676,6 +706,9 @@ static void req_fail(store_req_t *r, int err, const char *msg)
     if (r->begin_cb) {
         store_begin_result_t res = {.err = err, .errmsg = msg};
         r->begin_cb(r->ctx, &res);
+    } else if (r->eval_cb) {
+        store_eval_result_t res = {.err = err, .errmsg = msg};
+        r->eval_cb(r->ctx, &res);
     } else {
         r->done_cb(r->ctx, err, msg);
     }
@@ -817,6 +850,63 @@ static void finish_done(store_t *s, store_req_t *q, const redisReply *r)
     q->done_cb(q->ctx, err, msg);
 }
 
+/* Completes an eval request: the script's integer or array of integers. */
+static void finish_eval(store_t *s, store_req_t *q, const redisReply *r)
+{
+    long long ints[STORE_EVAL_MAX_INTS];
+    store_eval_result_t res = {.err = STORE_OK, .errmsg = "", .ints = ints};
+    if (r->type == REDIS_REPLY_ERROR) {
+        res.err = request_error(s, q, r, &res.errmsg);
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+        ints[res.n_ints++] = r->integer;
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements <= STORE_EVAL_MAX_INTS) {
+        for (size_t i = 0; i < r->elements && !res.err; i++) {
+            if (r->element[i]->type != REDIS_REPLY_INTEGER) {
+                res.err = STORE_ERR_PROTOCOL;
+                res.errmsg = "script reply holds a non-integer";
+            } else {
+                ints[res.n_ints++] = r->element[i]->integer;
+            }
+        }
+    } else {
+        res.err = STORE_ERR_PROTOCOL;
+        res.errmsg = "script reply is not an integer or a short array of integers";
+    }
+    if (res.err) {
+        s->st.errors++;
+        res.n_ints = 0;
+    }
+    q->eval_cb(q->ctx, &res);
+}
+
+/* Script bookkeeping on a reply r to an eval: notes the SHA from SCRIPT LOAD, and answers NOSCRIPT by
+ * sending the script as EVAL. true when r was consumed that way (q's reference moved to the EVAL). */
+static bool eval_on_reply(store_t *s, redisAsyncContext *ac, store_req_t *q, const redisReply *r)
+{
+    store_script_t *sc = q->script;
+    if (q->replies++ == 0 && q->eval_load) {
+        if (r->type == REDIS_REPLY_STRING && r->len == 40 && q->gen == s->conn_gen) {
+            memcpy(sc->sha, r->str, 40);
+            sc->sha[40] = '\0';
+            sc->loaded_gen = q->gen;
+        }
+        return false;
+    }
+    if (r->type != REDIS_REPLY_ERROR || r->len < 8 || memcmp(r->str, "NOSCRIPT", 8) != 0 || q->eval_resent ||
+        q->timed_out || ac != s->ac)
+        return false;
+    sc->loaded_gen = sc->loading_gen = 0; /* the next eval loads it again */
+    q->eval_resent = true;
+    q->eval_argv[0] = "EVAL";
+    q->eval_argvlen[0] = 4;
+    q->eval_argv[1] = sc->body;
+    q->eval_argvlen[1] = sc->len;
+    if (redisAsyncCommandArgv(ac, req_reply_cb, q, q->eval_argc, q->eval_argv, q->eval_argvlen) != REDIS_OK)
+        return false;
+    s->st.commands++;
+    return true;
+}
+
 /* The callback of every command of a request; the reply to the last one completes it. */
 static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -827,6 +917,8 @@ static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
         s->last_progress_ms = uv_now(s->loop);
     else if (ac == s->ac)
         conn_down(s, ac_error(ac, "connection lost"), false);
+    if (r && q->kind == REQ_EVAL && eval_on_reply(s, ac, q, r))
+        return;
     if (r && r->type == REDIS_REPLY_ERROR && !q->first_error[0])
         snprintf(q->first_error, sizeof q->first_error, "%.*s", (int)(r->len < 150 ? r->len : 150), r->str);
     if (--q->refs > 0)
@@ -848,6 +940,8 @@ static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
                  s->closing ? "store closed" : "redis connection lost");
     } else if (q->begin_cb) {
         finish_begin(s, q, r);
+    } else if (q->eval_cb) {
+        finish_eval(s, q, r);
     } else {
         finish_done(s, q, r);
     }
@@ -913,40 +1007,61 @@ static int req_check(store_t *s, store_bytes_t conv, store_bytes_t job_id)
     return err;
 }
 
-/* Sends the pipeline (every command with q's callback) and starts q's deadline. */
-static int req_send(store_t *s, store_req_t *q, pipeline_t *p)
+/* Queues one command of q with hiredis; false when hiredis refused it (q is then returned to the free
+ * list, or abandoned to its earlier commands' callbacks while the connection is dropped). */
+static bool req_command(store_t *s, store_req_t *q, int argc, const char **argv, const size_t *argvlen)
 {
-    for (size_t i = 0; i < p->n; i++) {
-        if (redisAsyncCommandArgv(s->ac, req_reply_cb, q, p->argc[i], p->argv[i], p->argvlen[i]) !=
-            REDIS_OK) {
-            s->st.rejected++;
-            if (q->refs == 0) {
-                req_put(s, q);
-                return STORE_ERR_UNAVAILABLE;
-            }
-            q->abandoned = true; /* freed by its last callback, once the connection is dropped */
-            s->drop_pending = true;
-            req_timer_arm(s, uv_now(s->loop));
-            return STORE_ERR_UNAVAILABLE;
-        }
+    if (redisAsyncCommandArgv(s->ac, req_reply_cb, q, argc, argv, argvlen) == REDIS_OK) {
         q->refs++;
+        return true;
     }
+    s->st.rejected++;
+    if (q->refs == 0) {
+        req_put(s, q);
+        return false;
+    }
+    q->abandoned = true; /* freed by its last callback, once the connection is dropped */
+    s->drop_pending = true;
+    req_timer_arm(s, uv_now(s->loop));
+    return false;
+}
+
+/* q was sent whole as n commands: counts it, starts its deadline and links it among the awaited
+ * requests in deadline order (from the tail: deadlines mostly come in order). */
+static int req_track(store_t *s, store_req_t *q, size_t n, int64_t timeout_ms)
+{
     uint64_t now = uv_now(s->loop);
     if (s->outstanding == 0)
         s->last_progress_ms = now;
     s->outstanding++;
     s->st.in_flight = s->outstanding;
     s->st.requests++;
-    s->st.commands += p->n;
-    q->deadline_ms = now + (uint64_t)s->o.command_timeout_ms;
-    q->prev = s->tail;
-    if (s->tail)
-        s->tail->next = q;
+    s->st.commands += n;
+    q->deadline_ms = now + (uint64_t)timeout_ms;
+    store_req_t *after = s->tail;
+    while (after && after->deadline_ms > q->deadline_ms)
+        after = after->prev;
+    q->prev = after;
+    q->next = after ? after->next : s->head;
+    if (q->next)
+        q->next->prev = q;
+    else
+        s->tail = q;
+    if (after)
+        after->next = q;
     else
         s->head = q;
-    s->tail = q;
     req_timer_arm(s, q->deadline_ms);
     return STORE_OK;
+}
+
+/* Sends the pipeline (every command with q's callback) and starts q's deadline. */
+static int req_send(store_t *s, store_req_t *q, pipeline_t *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (!req_command(s, q, p->argc[i], p->argv[i], p->argvlen[i]))
+            return STORE_ERR_UNAVAILABLE;
+    return req_track(s, q, p->n, s->o.command_timeout_ms);
 }
 
 int store_job_begin(store_t *s, store_bytes_t conv, store_bytes_t job_id, unsigned flags, store_begin_cb cb,
@@ -1042,6 +1157,124 @@ int store_job_put_reply(store_t *s, store_bytes_t conv, store_bytes_t job_id, st
 {
     return send_final(s, conv, job_id, NULL, reply, cb, ctx);
 }
+
+/* ---- scripts ------------------------------------------------------------------------------ */
+
+store_script_t *store_script_add(store_t *s, const char *body)
+{
+    size_t len = body ? strlen(body) : 0;
+    if (len == 0 || len > STORE_MAX_SCRIPT_BYTES || s->closing)
+        return NULL;
+    for (store_script_t *sc = s->scripts; sc; sc = sc->next)
+        if (sc->len == len && memcmp(sc->body, body, len) == 0)
+            return sc;
+    store_script_t *sc = base_calloc(1, sizeof *sc);
+    if (!sc || !(sc->body = base_strndup(body, len))) {
+        free(sc);
+        return NULL;
+    }
+    sc->len = len;
+    sc->next = s->scripts;
+    s->scripts = sc;
+    return sc;
+}
+
+/* Checks the keys and args of an eval; their total size, or -1 when out of bounds. */
+static long eval_args_size(const store_bytes_t *keys, size_t n_keys, const store_bytes_t *args, size_t n_args)
+{
+    size_t total = 0;
+    if (n_keys > STORE_EVAL_MAX_KEYS || n_args > STORE_EVAL_MAX_ARGS || (n_keys && !keys) ||
+        (n_args && !args))
+        return -1;
+    for (size_t i = 0; i < n_keys + n_args; i++) {
+        const store_bytes_t *b = i < n_keys ? &keys[i] : &args[i - n_keys];
+        if (!b->data && b->len)
+            return -1;
+        total += b->len;
+        if (total > STORE_EVAL_MAX_BYTES)
+            return -1;
+    }
+    return (long)total;
+}
+
+/* Builds q's argv "EVALSHA sha numkeys keys... args..." in one allocation (keys and args copied, so
+ * that a NOSCRIPT answer can be resent). 0, or STORE_ERR_NOMEM. */
+static int eval_build(store_req_t *q, const store_bytes_t *keys, size_t n_keys, const store_bytes_t *args,
+                      size_t n_args, size_t data_len)
+{
+    size_t argc = 3 + n_keys + n_args;
+    char *buf = base_malloc(argc * (sizeof(char *) + sizeof(size_t)) + 24 + data_len);
+    if (!buf)
+        return STORE_ERR_NOMEM;
+    q->eval_buf = buf;
+    q->eval_argv = (const char **)(void *)buf;
+    q->eval_argvlen = (size_t *)(void *)(buf + argc * sizeof(char *));
+    char *numkeys = buf + argc * (sizeof(char *) + sizeof(size_t)), *data = numkeys + 24;
+    q->eval_argc = (int)argc;
+    q->eval_argv[0] = "EVALSHA";
+    q->eval_argvlen[0] = 7;
+    q->eval_argv[1] = q->script->sha;
+    q->eval_argvlen[1] = 40;
+    q->eval_argvlen[2] = (size_t)snprintf(numkeys, 24, "%zu", n_keys);
+    q->eval_argv[2] = numkeys;
+    for (size_t i = 0; i < n_keys + n_args; i++) {
+        const store_bytes_t *b = i < n_keys ? &keys[i] : &args[i - n_keys];
+        if (b->len)
+            memcpy(data, b->data, b->len);
+        q->eval_argv[3 + i] = data;
+        q->eval_argvlen[3 + i] = b->len;
+        data += b->len;
+    }
+    return STORE_OK;
+}
+
+int store_eval(store_t *s, store_script_t *script, const store_bytes_t *keys, size_t n_keys,
+               const store_bytes_t *args, size_t n_args, int64_t timeout_ms, store_eval_cb cb, void *ctx)
+{
+    long data_len = eval_args_size(keys, n_keys, args, n_args);
+    int err = STORE_OK;
+    if (s->closing)
+        err = STORE_ERR_CLOSED;
+    else if (!script || !cb || data_len < 0 || timeout_ms < 0)
+        err = STORE_ERR_INVALID;
+    else if (s->state != CONN_UP || !s->ac)
+        err = STORE_ERR_UNAVAILABLE;
+    if (err) {
+        s->st.rejected++;
+        return err;
+    }
+    store_req_t *q = req_get(s);
+    if (!q)
+        return STORE_ERR_NOMEM;
+    q->kind = REQ_EVAL;
+    q->eval_cb = cb;
+    q->ctx = ctx;
+    q->script = script;
+    q->gen = s->conn_gen;
+    if ((err = eval_build(q, keys, n_keys, args, n_args, (size_t)data_len)) != STORE_OK) {
+        req_put(s, q);
+        return err;
+    }
+    if (script->loaded_gen != s->conn_gen) { /* not known to this connection yet: EVAL the body */
+        q->eval_argv[0] = "EVAL";
+        q->eval_argvlen[0] = 4;
+        q->eval_argv[1] = script->body;
+        q->eval_argvlen[1] = script->len;
+        if (script->loading_gen != s->conn_gen) {
+            const char *load[3] = {"SCRIPT", "LOAD", script->body};
+            const size_t load_len[3] = {6, 4, script->len};
+            if (!req_command(s, q, 3, load, load_len))
+                return STORE_ERR_UNAVAILABLE;
+            script->loading_gen = s->conn_gen;
+            q->eval_load = true;
+        }
+    }
+    if (!req_command(s, q, q->eval_argc, q->eval_argv, q->eval_argvlen))
+        return STORE_ERR_UNAVAILABLE;
+    return req_track(s, q, q->eval_load ? 2 : 1, timeout_ms ? timeout_ms : s->o.command_timeout_ms);
+}
+
+const char *store_key_prefix(const store_t *s) { return s->prefix; }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
@@ -1142,6 +1375,12 @@ static void maybe_finish_close(store_t *s)
         store_req_t *r = s->free_reqs;
         s->free_reqs = r->next;
         free(r);
+    }
+    while (s->scripts) {
+        store_script_t *sc = s->scripts;
+        s->scripts = sc->next;
+        free(sc->body);
+        free(sc);
     }
     store_url_free(&s->url);
     free(s->prefix);

@@ -1,5 +1,7 @@
 /* store — parley's only Redis client: the idempotency check and history load of a job in one round
- * trip, and the history append plus stored final reply in one MULTI/EXEC (CONTRACT.md §3).
+ * trip, and the history append plus stored final reply in one MULTI/EXEC (CONTRACT.md §3); and one
+ * generic primitive, store_eval, that runs another module's Lua script atomically (limits' fleet-wide
+ * rate budgets).
  * It owns one hiredis async connection on the caller's libuv loop, its handshake (AUTH, SELECT,
  * CLIENT SETNAME), reconnection with jittered exponential backoff, and a deadline per command.
  * It never blocks the loop (names are resolved with uv_getaddrinfo), never queues commands while
@@ -130,8 +132,49 @@ int store_job_commit(store_t *s, store_bytes_t conv, store_bytes_t job_id, store
 int store_job_put_reply(store_t *s, store_bytes_t conv, store_bytes_t job_id, store_bytes_t reply,
                         store_done_cb cb, void *ctx);
 
+/* ---- scripts ------------------------------------------------------------------------------ */
+
+/* Bounds of one store_eval call. */
+#define STORE_MAX_SCRIPT_BYTES (64 * 1024)
+#define STORE_EVAL_MAX_KEYS    8
+#define STORE_EVAL_MAX_ARGS    16
+#define STORE_EVAL_MAX_BYTES   (16 * 1024) /* keys and args together */
+#define STORE_EVAL_MAX_INTS    8           /* integers in the reply */
+
+/* A Lua script known to the store; owned by the store (freed by store_close). */
+typedef struct store_script store_script_t;
+
+/* Registers a script (the body is copied; registering the same body again returns the same handle).
+ * The store loads it with SCRIPT LOAD once per connection, on the first store_eval after connecting,
+ * and runs it with EVALSHA afterwards. NULL when the body is empty, over STORE_MAX_SCRIPT_BYTES, or
+ * memory is short. */
+store_script_t *store_script_add(store_t *s, const char *body);
+
+/* What a script answered: an integer (n_ints = 1) or an array of at most STORE_EVAL_MAX_INTS
+ * integers. Anything else is STORE_ERR_PROTOCOL; a script error is STORE_ERR_REDIS with its message. */
 typedef struct {
-    uint64_t requests;         /* store_job_* requests sent */
+    int err;               /* STORE_OK or a store_err_t */
+    const char *errmsg;    /* "" on success */
+    const long long *ints; /* valid while the callback runs */
+    size_t n_ints;
+} store_eval_result_t;
+
+typedef void (*store_eval_cb)(void *ctx, const store_eval_result_t *res);
+
+/* Runs script with keys (used verbatim: the caller adds key_prefix, see store_key_prefix) and args,
+ * all binary safe: EVALSHA, or "SCRIPT LOAD + EVAL" on the first call of a connection, and EVAL again
+ * if Redis answers NOSCRIPT (its script cache was flushed). timeout_ms bounds this request (0 =
+ * command_timeout_ms): a caller that must decide quickly passes a small one. Same callback contract
+ * as the store_job_* calls: 0 and cb exactly once later, or a negative store_err_t at once (down,
+ * closed, too many or too large keys/args). */
+int store_eval(store_t *s, store_script_t *script, const store_bytes_t *keys, size_t n_keys,
+               const store_bytes_t *args, size_t n_args, int64_t timeout_ms, store_eval_cb cb, void *ctx);
+
+/* The key prefix P of the options (for callers building their own keys under it). */
+const char *store_key_prefix(const store_t *s);
+
+typedef struct {
+    uint64_t requests;         /* store_job_* and store_eval requests sent */
     uint64_t commands;         /* Redis commands sent for them (MULTI and EXEC count) */
     uint64_t errors;           /* requests that completed with an error other than a timeout */
     uint64_t timeouts;         /* requests that completed with STORE_ERR_TIMEOUT */

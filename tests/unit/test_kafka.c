@@ -2,7 +2,10 @@
  * libuv loop against librdkafka's mock cluster (started here on a run-time loopback port): delivery
  * reports on the loop, every message delivered once across pause/resume, out-of-order finishes commit
  * only the finished prefix (a restarted member of the group starts at the first unfinished offset), and a
- * cooperative revoke that waits for the held messages before letting partitions go.
+ * cooperative revoke that waits for the held messages before letting partitions go. Then the gate:
+ * nothing handed over while closed, messages at once when opened, exactly once and in offset order across
+ * many cycles while messages flow; the prefetch behind a closed gate stays bounded; a member behind a
+ * closed gate still takes part in a rebalance and is not evicted by max.poll.interval.ms.
  * The kafka tests run in order on one cluster: later ones read what earlier ones produced. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +19,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "base/base.h"
@@ -26,6 +30,8 @@
 #define PARTITIONS 3
 #define N_MSGS     300
 #define GROUP      "g-test"
+/* The mock broker keeps at most 5 MiB per partition: 20,000 messages of 1 KiB need 5 partitions. */
+#define BIG_PARTITIONS 5
 
 /* ---- offset tracker ---- */
 
@@ -168,6 +174,9 @@ static int cluster_setup(void **state)
     if (rd_kafka_mock_topic_create(cluster.mc, TOPIC, PARTITIONS, 1))
         return -1;
     rd_kafka_mock_topic_create(cluster.mc, "replies", 1, 1);
+    if (rd_kafka_mock_topic_create(cluster.mc, "gate", PARTITIONS, 1) ||
+        rd_kafka_mock_topic_create(cluster.mc, "big", BIG_PARTITIONS, 1))
+        return -1;
     for (int i = 0; i < PARTITIONS; i++)
         cluster.unfinished[i] = cluster.end[i] = -1;
     return 0;
@@ -376,7 +385,7 @@ typedef struct {
     uv_timer_t resume_timer;
     bool paused;
     int64_t paused_at;
-    int late_while_paused; /* delivered more than 200 ms after a pause */
+    int late_while_paused; /* delivered after a pause_all */
     int pauses;
     /* rebalance */
     int assigned;
@@ -433,7 +442,7 @@ static void on_message(void *ctx, kafka_message_t *m)
     st->received++;
     if (!message_matches(m, i))
         st->bad_headers++;
-    if (st->paused && base_mono_ms() - st->paused_at > 200)
+    if (st->paused)
         st->late_while_paused++;
     if (st->first_offset[m->partition] < 0)
         st->first_offset[m->partition] = (int)m->offset;
@@ -709,6 +718,475 @@ static void eager_strategy_consumes_and_commits_everything(void **state)
             assert_int_equal(committed[p], cluster.end[p]);
 }
 
+/* ---- the gate ---- */
+
+#define GATE_MSGS       2000
+#define BIG_MSGS        20000
+#define BIG_SIZE        1024
+#define BIG_MAX_MESSAGE (256 * 1024) /* prefetch bound: about 2 x (256 + 64) KiB per partition */
+
+typedef struct {
+    uv_loop_t *loop;
+    kafka_consumer_t *c;
+    int *seen;              /* per message index, shared by the members of a group */
+    int n_msgs;
+    int64_t last[BIG_PARTITIONS]; /* last offset handed over per partition, -1 none */
+    int received;
+    int disorder; /* an offset not above the last one of its partition */
+    int while_closed;
+    bool closed;      /* the test closed the gate */
+    int close_at;     /* pause_all from inside on_message at this count (0 = never) */
+    int close_every;  /* likewise at every multiple of it (0 = never) */
+    bool finish;      /* hand each message back at once */
+    kafka_message_t *held[64];
+    int n_held;
+    int64_t resumed_at; /* ms; the first message after it sets first_latency */
+    int64_t first_latency;
+    int assigned, revoked, errors;
+    bool lost;
+} gate_state_t;
+
+static void gate_close(gate_state_t *st)
+{
+    kafka_consumer_pause_all(st->c);
+    st->closed = true;
+}
+
+static void gate_open(gate_state_t *st)
+{
+    st->closed = false;
+    st->resumed_at = base_mono_ms();
+    st->first_latency = -1;
+    kafka_consumer_resume_all(st->c);
+}
+
+static void gate_on_message(void *ctx, kafka_message_t *m)
+{
+    gate_state_t *st = ctx;
+    char buf[16] = {0};
+    memcpy(buf, m->value, m->value_len < sizeof(buf) - 1 ? m->value_len : sizeof(buf) - 1);
+    long i = strtol(buf, NULL, 10);
+    assert_true(i >= 0 && i < st->n_msgs);
+    assert_true(m->partition >= 0 && m->partition < BIG_PARTITIONS);
+    st->seen[i]++;
+    st->received++;
+    if (st->closed)
+        st->while_closed++;
+    if (m->offset <= st->last[m->partition])
+        st->disorder++;
+    st->last[m->partition] = m->offset;
+    if (st->resumed_at > 0 && st->first_latency < 0)
+        st->first_latency = base_mono_ms() - st->resumed_at;
+    if (st->finish)
+        kafka_message_done(m, true);
+    else if (st->n_held < (int)BASE_ARRAY_LEN(st->held))
+        st->held[st->n_held++] = m;
+    else
+        fail_msg("more messages held than the test expects");
+    if (st->received == st->close_at || (st->close_every && st->received % st->close_every == 0))
+        gate_close(st);
+}
+
+static void gate_on_assign(void *ctx, const kafka_tp_t *parts, size_t n)
+{
+    ((gate_state_t *)ctx)->assigned += (int)n;
+}
+
+static void gate_on_revoke(void *ctx, const kafka_tp_t *parts, size_t n, bool lost)
+{
+    gate_state_t *st = ctx;
+    st->revoked += (int)n;
+    st->lost = st->lost || lost;
+}
+
+static void gate_on_error(void *ctx, bool fatal, int code, const char *text)
+{
+    ((gate_state_t *)ctx)->errors++;
+}
+
+static void gate_state_init(gate_state_t *st, uv_loop_t *loop, int *seen, int n_msgs)
+{
+    memset(st, 0, sizeof(*st));
+    st->loop = loop;
+    st->seen = seen;
+    st->n_msgs = n_msgs;
+    st->first_latency = -1;
+    for (int p = 0; p < BIG_PARTITIONS; p++)
+        st->last[p] = -1;
+}
+
+/* A consumer of topic whose gate is closed before it joins (as the worker starts). */
+static kafka_consumer_t *gate_consumer_start(gate_state_t *st, const char *topic, const char *group,
+                                             int64_t max_message_bytes, const config_kv_t *props,
+                                             size_t n_props)
+{
+    char err[512];
+    const char *topics[] = {topic};
+    kafka_consumer_options_t o = {.brokers = cluster.brokers,
+                                  .group_id = group,
+                                  .topics = topics,
+                                  .n_topics = 1,
+                                  .properties = props,
+                                  .n_properties = n_props,
+                                  .max_message_bytes = max_message_bytes,
+                                  .drain_timeout_ms = 5000,
+                                  .close_timeout_ms = 5000};
+    kafka_consumer_callbacks_t cbs = {.ctx = st,
+                                      .on_message = gate_on_message,
+                                      .on_assign = gate_on_assign,
+                                      .on_revoke = gate_on_revoke,
+                                      .on_error = gate_on_error};
+    st->c = kafka_consumer_new(st->loop, &o, &cbs, err, sizeof(err));
+    if (!st->c)
+        fprintf(stderr, "consumer: %s\n", err);
+    else
+        gate_close(st);
+    return st->c;
+}
+
+static const config_kv_t gate_props[] = {{"session.timeout.ms", "6000"}, {"heartbeat.interval.ms", "500"}};
+
+static bool gate_assigned(void *arg) { return ((gate_state_t *)arg)->assigned > 0; }
+
+static bool gate_first_after_resume(void *arg) { return ((gate_state_t *)arg)->first_latency >= 0; }
+
+typedef struct {
+    gate_state_t *st;
+    int want;
+} gate_wait_t;
+
+static bool gate_received_n(void *arg)
+{
+    gate_wait_t *w = arg;
+    return w->st->received >= w->want;
+}
+
+/* Runs the loop for ms whatever happens. */
+static bool never(void *arg) { return false; }
+static void run_for(uv_loop_t *loop, int64_t ms) { run_until(loop, never, NULL, ms); }
+
+static void gate_consumer_close(gate_state_t *st)
+{
+    bool closed = false;
+    kafka_consumer_stop_consuming(st->c);
+    for (int k = 0; k < st->n_held; k++)
+        kafka_message_done(st->held[k], true);
+    st->n_held = 0;
+    kafka_consumer_close(st->c, set_flag, &closed);
+    assert_true(run_until(st->loop, flag_set, &closed, 10000));
+}
+
+/* Each of the n messages was handed over exactly once. */
+static void assert_each_once(const int *seen, int n)
+{
+    int missing = 0, extra = 0;
+    for (int i = 0; i < n; i++) {
+        missing += seen[i] == 0;
+        extra += seen[i] > 1;
+    }
+    assert_int_equal(missing, 0);
+    assert_int_equal(extra, 0);
+}
+
+typedef struct {
+    kafka_producer_t *p;
+    const char *topic;
+    int n, produced, size, per_tick;
+    bool keyed; /* key "k<index>", spreading the messages over the partitions */
+    int reports, errors;
+    uv_timer_t timer;
+} feed_t;
+
+static void on_feed_delivery(void *ctx, const kafka_delivery_t *d)
+{
+    feed_t *f = ctx;
+    f->reports++;
+    f->errors += d->err != 0;
+}
+
+/* Produces per_tick messages (value: the index, padded to size bytes with spaces). */
+static void feed_tick(uv_timer_t *t)
+{
+    feed_t *f = t->data;
+    static char value[BIG_SIZE];
+    for (int k = 0; k < f->per_tick && f->produced < f->n; k++, f->produced++) {
+        int len = snprintf(value, sizeof(value), "%d", f->produced);
+        if (f->size > len)
+            memset(value + len, ' ', (size_t)(f->size - len));
+        size_t vlen = (size_t)(f->size > len ? f->size : len);
+        char key[16];
+        int klen = snprintf(key, sizeof(key), "k%d", f->produced);
+        assert_int_equal(kafka_produce(f->p, f->topic, f->keyed ? key : NULL, f->keyed ? (size_t)klen : 0, value,
+                                       vlen, NULL, 0, on_feed_delivery, f),
+                         0);
+    }
+    if (f->produced == f->n)
+        uv_timer_stop(t);
+}
+
+static void feed_start(feed_t *f, uv_loop_t *loop, const char *topic, int n, int size, bool keyed,
+                       int per_tick, uint64_t every_ms)
+{
+    char err[512];
+    memset(f, 0, sizeof(*f));
+    kafka_producer_options_t po = {.brokers = cluster.brokers};
+    f->p = kafka_producer_new(loop, &po, err, sizeof(err));
+    assert_non_null(f->p);
+    f->topic = topic;
+    f->n = n;
+    f->size = size;
+    f->keyed = keyed;
+    f->per_tick = per_tick;
+    uv_timer_init(loop, &f->timer);
+    f->timer.data = f;
+    uv_timer_start(&f->timer, feed_tick, 0, every_ms);
+}
+
+static bool feed_reported(void *arg)
+{
+    feed_t *f = arg;
+    return f->reports == f->n;
+}
+
+static void feed_close(feed_t *f, uv_loop_t *loop)
+{
+    bool closed = false;
+    assert_true(run_until(loop, feed_reported, f, 30000));
+    assert_int_equal(f->errors, 0);
+    kafka_producer_close(f->p, 2000, set_flag, &closed);
+    assert_true(run_until(loop, flag_set, &closed, 5000));
+    uv_close((uv_handle_t *)&f->timer, NULL);
+}
+
+typedef struct {
+    gate_state_t *st;
+    int closes;
+} toggle_t;
+
+/* Closes or opens the gate in turn; after 20 closes it leaves it open. */
+static void on_toggle(uv_timer_t *t)
+{
+    toggle_t *tg = t->data;
+    if (tg->st->closed) {
+        gate_open(tg->st);
+    } else if (tg->closes < 20) {
+        gate_close(tg->st);
+        tg->closes++;
+    } else {
+        uv_timer_stop(t);
+    }
+}
+
+/* Closed for 1 s while messages are produced: nothing comes; opened: the first message within 100 ms;
+ * then 20 close/open cycles of 40 ms each way (plus closes from inside on_message) while the rest flows: every message
+ * exactly once, in offset order, none while the gate is closed. */
+static void gate_cycles_deliver_each_message_once_in_order(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    static gate_state_t st;
+    static int seen[GATE_MSGS];
+    memset(seen, 0, sizeof(seen));
+    gate_state_init(&st, &loop, seen, GATE_MSGS);
+    st.finish = true;
+    assert_non_null(gate_consumer_start(&st, "gate", "g-gate", 0, gate_props, BASE_ARRAY_LEN(gate_props)));
+    assert_true(kafka_consumer_paused(st.c));
+    assert_true(run_until(&loop, gate_assigned, &st, 20000));
+    kafka_consumer_stats_t stats;
+    kafka_consumer_get_stats(st.c, &stats);
+    assert_int_equal(stats.assigned, PARTITIONS);
+    assert_int_equal(stats.paused, PARTITIONS);
+
+    static feed_t feed;
+    feed_start(&feed, &loop, "gate", GATE_MSGS, 0, false, 5, 10); /* 500 messages a second */
+    run_for(&loop, 1000);
+    assert_true(feed.reports > 0);
+    assert_int_equal(st.received, 0);
+
+    gate_open(&st);
+    assert_false(kafka_consumer_paused(st.c));
+    assert_true(run_until(&loop, gate_first_after_resume, &st, 2000));
+    assert_in_range(st.first_latency, 0, 100);
+
+    st.close_every = 97;
+    static toggle_t tg;
+    tg = (toggle_t){.st = &st};
+    uv_timer_t toggler;
+    uv_timer_init(&loop, &toggler);
+    toggler.data = &tg;
+    uv_timer_start(&toggler, on_toggle, 40, 40);
+    gate_wait_t all = {.st = &st, .want = GATE_MSGS};
+    assert_true(run_until(&loop, gate_received_n, &all, 30000));
+    assert_int_equal(tg.closes, 20);
+    assert_true(feed.produced == GATE_MSGS);
+    feed_close(&feed, &loop);
+    uv_close((uv_handle_t *)&toggler, NULL);
+    if (st.closed)
+        gate_open(&st);
+    run_for(&loop, 300); /* nothing more comes */
+
+    assert_int_equal(st.received, GATE_MSGS);
+    assert_each_once(seen, GATE_MSGS);
+    assert_int_equal(st.disorder, 0);
+    assert_int_equal(st.while_closed, 0);
+    int64_t total = 0;
+    for (int p = 0; p < PARTITIONS; p++)
+        total += st.last[p] + 1; /* offsets 0..last, no gap */
+    assert_int_equal(total, GATE_MSGS);
+    assert_int_equal(st.errors, 0);
+    gate_consumer_close(&st);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+typedef struct {
+    size_t peak;
+} rss_probe_t;
+
+static void on_rss_probe(uv_timer_t *t)
+{
+    rss_probe_t *r = t->data;
+    size_t now = rss_bytes();
+    if (now > r->peak)
+        r->peak = now;
+}
+
+/* 20,000 messages of 1 KiB wait in 5 partitions; behind a closed gate librdkafka prefetches only up to
+ * its per-partition bound (with max_message_bytes 256 KiB: RSS grows less than 8 MiB, where the whole
+ * backlog is 20 MiB); opened, everything flows, exactly once and in order. */
+static void gate_closed_prefetch_stays_bounded(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    static feed_t feed;
+    feed_start(&feed, &loop, "big", BIG_MSGS, BIG_SIZE, true, 1000, 1);
+    feed_close(&feed, &loop);
+    run_for(&loop, 200);
+    size_t baseline = rss_bytes();
+
+    static gate_state_t st;
+    static int seen[BIG_MSGS];
+    memset(seen, 0, sizeof(seen));
+    gate_state_init(&st, &loop, seen, BIG_MSGS);
+    st.finish = true;
+    assert_non_null(gate_consumer_start(&st, "big", "g-big", BIG_MAX_MESSAGE, gate_props,
+                                        BASE_ARRAY_LEN(gate_props)));
+    static rss_probe_t probe;
+    probe.peak = baseline;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &probe;
+    uv_timer_start(&t, on_rss_probe, 50, 50);
+    assert_true(run_until(&loop, gate_assigned, &st, 20000));
+    run_for(&loop, 3000);
+    uv_timer_stop(&t);
+    fprintf(stderr, "prefetch behind a closed gate: RSS %zu KiB above the baseline\n",
+            (probe.peak - baseline) / 1024);
+    assert_int_equal(st.received, 0);
+    assert_true(probe.peak - baseline < 8u * 1024 * 1024);
+
+    int64_t t0 = base_mono_ms();
+    gate_open(&st);
+    gate_wait_t all = {.st = &st, .want = BIG_MSGS};
+    assert_true(run_until(&loop, gate_received_n, &all, 20000));
+    fprintf(stderr, "%d messages handed over in %lld ms once the gate opened\n", BIG_MSGS,
+            (long long)(base_mono_ms() - t0));
+    assert_each_once(seen, BIG_MSGS);
+    assert_int_equal(st.disorder, 0);
+    assert_int_equal(st.errors, 0);
+    uv_close((uv_handle_t *)&t, NULL);
+    gate_consumer_close(&st);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+typedef struct {
+    gate_state_t *a, *b;
+} gate_pair_t;
+
+static bool gate_a_revoked(void *arg) { return ((gate_pair_t *)arg)->a->revoked > 0; }
+
+static bool gate_b_assigned(void *arg) { return ((gate_pair_t *)arg)->b->assigned > 0; }
+
+static bool gate_all_seen(void *arg)
+{
+    gate_pair_t *pr = arg;
+    return pr->a->received + pr->b->received >= GATE_MSGS;
+}
+
+/* Member a takes 30 messages and closes its gate from inside on_message (nothing more comes); with a
+ * short max.poll.interval.ms, a second member joins: a's revoke waits for the 30, then completes, and b
+ * gets its partitions, all while a's gate stays closed for longer than max.poll.interval.ms (a is not
+ * evicted). Opened, a hands over the rest of its partitions: every message exactly once across both. */
+static void gate_closed_member_rebalances_and_stays_in_the_group(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    static gate_state_t a, b;
+    static int seen[GATE_MSGS];
+    memset(seen, 0, sizeof(seen));
+    gate_state_init(&a, &loop, seen, GATE_MSGS);
+    gate_state_init(&b, &loop, seen, GATE_MSGS);
+    b.finish = true;
+    a.close_at = 30;
+    const config_kv_t props[] = {
+        {"session.timeout.ms", "3000"}, {"heartbeat.interval.ms", "300"}, {"max.poll.interval.ms", "3000"}};
+    assert_non_null(gate_consumer_start(&a, "gate", "g-gate-rebalance", 0, props, BASE_ARRAY_LEN(props)));
+    gate_open(&a);
+    gate_wait_t w = {.st = &a, .want = 30};
+    assert_true(run_until(&loop, gate_received_n, &w, 20000));
+    int64_t closed_at = base_mono_ms();
+    assert_true(a.closed);
+    run_for(&loop, 200);
+    assert_int_equal(a.received, 30); /* nothing after the pause_all made in on_message */
+
+    assert_non_null(gate_consumer_start(&b, "gate", "g-gate-rebalance", 0, props, BASE_ARRAY_LEN(props)));
+    gate_open(&b);
+    gate_pair_t pr = {&a, &b};
+    assert_true(run_until(&loop, gate_a_revoked, &pr, 20000));
+    assert_int_equal(b.assigned, 0); /* a still holds its 30 */
+    for (int k = 0; k < a.n_held; k++)
+        kafka_message_done(a.held[k], true);
+    a.n_held = 0;
+    assert_true(run_until(&loop, gate_b_assigned, &pr, 20000));
+    int64_t left = 4000 - (base_mono_ms() - closed_at);
+    if (left > 0)
+        run_for(&loop, left); /* a's gate closed for longer than max.poll.interval.ms */
+    assert_int_equal(a.received, 30);
+    assert_false(a.lost);
+    assert_int_equal(a.errors, 0);
+    kafka_consumer_stats_t stats;
+    kafka_consumer_get_stats(a.c, &stats);
+    assert_int_equal(stats.assigned + (size_t)b.assigned, PARTITIONS);
+    assert_int_equal(stats.paused, stats.assigned);
+
+    a.finish = true;
+    gate_open(&a);
+    assert_true(run_until(&loop, gate_all_seen, &pr, 20000));
+    run_for(&loop, 300);
+    assert_each_once(seen, GATE_MSGS);
+    assert_int_equal(a.disorder + b.disorder, 0);
+    assert_int_equal(a.while_closed, 0);
+    assert_false(b.lost);
+    assert_int_equal(b.errors, 0);
+    gate_consumer_close(&a);
+    gate_consumer_close(&b);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     log_setup(getenv("KAFKA_TEST_DEBUG") ? LOG_DEBUG : LOG_WARN, LOG_FORMAT_TEXT, stderr);
@@ -724,6 +1202,9 @@ int main(void)
         cmocka_unit_test(consume_all_once_across_pause_and_finish_out_of_order),
         cmocka_unit_test(restart_resumes_at_first_unfinished_and_revoke_waits),
         cmocka_unit_test(eager_strategy_consumes_and_commits_everything),
+        cmocka_unit_test(gate_cycles_deliver_each_message_once_in_order),
+        cmocka_unit_test(gate_closed_prefetch_stays_bounded),
+        cmocka_unit_test(gate_closed_member_rebalances_and_stays_in_the_group),
     };
     return cmocka_run_group_tests_name("kafka", tests, cluster_setup, cluster_teardown);
 }

@@ -102,6 +102,9 @@ app.kubernetes.io/component: worker
 {{- if and .Values.hpa.enabled (gt (int .Values.hpa.minReplicas) (int .Values.hpa.maxReplicas)) }}
 {{- fail "hpa.minReplicas must not be above hpa.maxReplicas" }}
 {{- end }}
+{{- if and .Values.hpa.enabled (not (or .Values.hpa.targetCPUUtilizationPercentage .Values.hpa.targetMemoryUtilizationPercentage)) }}
+{{- fail "hpa needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" }}
+{{- end }}
 {{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) }}
 {{- fail "keda.minReplicaCount must not be above keda.maxReplicaCount" }}
 {{- end }}
