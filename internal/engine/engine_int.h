@@ -12,6 +12,7 @@
 #include "http/http.h"
 #include "job/job.h"
 #include "kafka/kafka.h"
+#include "limits/limits.h"
 #include "metrics/metrics.h"
 #include "router/router.h"
 #include "store/store.h"
@@ -72,6 +73,8 @@ struct ejob {
     int retries;
     int awaiting; /* callbacks owed to this job by store or producer */
     bool abandoned;
+    bool delivered;     /* the final's delivery report arrived */
+    uint64_t delta_seq; /* next delta's seq; 0 again after a reset */
     const config_route_t *route;
     const char *reply_topic;
     int64_t received_ms, started_ms;
@@ -99,6 +102,7 @@ typedef struct {
     metric_t *paused;
     metric_t *redis_waits;
     metric_t *publish_retries;
+    metric_t *stream_publish_failures;
     metric_t *stage_seconds[4]; /* history, llm, store, total */
     metric_t **attempts;        /* [provider][outcome] */
 } engine_metrics_t;
@@ -106,11 +110,12 @@ typedef struct {
 struct engine {
     uv_loop_t loop;
     const config_t *cfg;
-    job_limits_t limits;
+    job_limits_t job_limits;
     kafka_consumer_t *consumer;
     kafka_producer_t *producer;
     store_t *store;
     http_client_t *http;
+    limits_t *limits;
     router_t *router;
     admin_t *admin;
     conv_map_t convs;

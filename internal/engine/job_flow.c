@@ -27,6 +27,13 @@ static void job_log_fields_warn(const ejob_t *j, const char *msg, const char *de
              LOG_S("conversation_id", conv_id_of(j) ? conv_id_of(j) : ""), LOG_S("detail", detail ? detail : ""));
 }
 
+/* An abandoned job (drain timeout) is freed once no callback is owed to it any more. */
+static void job_release_if_idle(ejob_t *j)
+{
+    if (j->awaiting == 0)
+        engine_job_finished(j->e, j);
+}
+
 /* Schedules op again after delay_ms; the engine's tick runs it. */
 static void job_wait(ejob_t *j, ejob_op_t op, int64_t delay_ms)
 {
@@ -72,8 +79,7 @@ static void on_dead_letter_delivery(void *ctx, const kafka_delivery_t *d)
     ejob_t *j = ctx;
     j->awaiting--;
     if (j->abandoned) {
-        if (j->awaiting == 0)
-            engine_job_finished(j->e, j);
+        job_release_if_idle(j);
         return;
     }
     if (d->err) {
@@ -184,7 +190,7 @@ static void job_parse_and_route(ejob_t *j)
     engine_t *e = j->e;
     kafka_message_t *m = j->msg;
     job_error_free(&j->perr);
-    if (job_parse(m->value, m->value_len, &e->limits, &j->job, &j->perr) != 0) {
+    if (job_parse(m->value, m->value_len, &e->job_limits, &j->job, &j->perr) != 0) {
         if (j->perr.code == JOB_ERR_INTERNAL) { /* out of memory: not the job's fault */
             job_wait(j, OP_PARSE, RETRY_PARSE_MS);
             return;
@@ -281,7 +287,7 @@ static int history_copy(ejob_t *j, const store_begin_result_t *res)
     for (size_t i = 0; i < res->n_entries; i++) {
         job_error_t err;
         memset(&err, 0, sizeof err);
-        if (job_history_entry_parse(res->entries[i].data, res->entries[i].len, j->e->limits.max_history_entry_bytes,
+        if (job_history_entry_parse(res->entries[i].data, res->entries[i].len, j->e->job_limits.max_history_entry_bytes,
                                     &j->history[j->n_history], &err) == 0)
             j->n_history++;
         else if (err.code == JOB_ERR_INTERNAL) {
@@ -324,7 +330,7 @@ static void on_begin(void *ctx, const store_begin_result_t *res)
     ejob_t *j = ctx;
     j->awaiting--;
     if (j->abandoned) {
-        engine_job_finished(j->e, j);
+        job_release_if_idle(j);
         return;
     }
     if (res->err != STORE_OK) {
@@ -387,10 +393,12 @@ void engine_job_start(ejob_t *j) { job_begin(j); }
 static void attempts_count(engine_t *e, const router_result_t *res)
 {
     for (size_t i = 0; i < res->n_attempts; i++) {
-        const config_provider_t *p = config_provider_find(e->cfg, res->attempts[i].provider);
+        const job_attempt_t *a = &res->attempts[i];
+        if (a->outcome == JOB_OUTCOME_SKIPPED && a->reason && strcmp(a->reason, "not_needed") == 0)
+            continue; /* never started: not an attempt */
+        const config_provider_t *p = config_provider_find(e->cfg, a->provider);
         if (p)
-            metric_inc(e->m.attempts[(size_t)(p - e->cfg->llm.providers) * (JOB_OUTCOME_SKIPPED + 1) +
-                                     res->attempts[i].outcome]);
+            metric_inc(e->m.attempts[(size_t)(p - e->cfg->llm.providers) * (JOB_OUTCOME_SKIPPED + 1) + a->outcome]);
     }
 }
 
@@ -473,6 +481,52 @@ static void on_router_done(void *ctx, const router_result_t *res)
     job_store(j);
 }
 
+/* ---- streaming: deltas and resets go to the reply topic ahead of the final ---- */
+
+static void on_stream_delivery(void *ctx, const kafka_delivery_t *d)
+{
+    ejob_t *j = ctx;
+    j->awaiting--;
+    if (d->err) /* best effort: the final reply carries the whole text */
+        metric_inc(j->e->m.stream_publish_failures);
+    if ((j->abandoned || j->delivered) && j->awaiting == 0)
+        engine_job_finished(j->e, j);
+}
+
+static void stream_publish(ejob_t *j, char *json, size_t len)
+{
+    if (!json) {
+        metric_inc(j->e->m.stream_publish_failures);
+        return;
+    }
+    const job_t *job = j->job;
+    kafka_header_t h = {"job_id", job->job_id, strlen(job->job_id)};
+    if (kafka_produce(j->e->producer, j->reply_topic, job->conversation_id, strlen(job->conversation_id), json, len,
+                      &h, 1, on_stream_delivery, j) == 0)
+        j->awaiting++;
+    else
+        metric_inc(j->e->m.stream_publish_failures);
+    free(json);
+}
+
+static void on_router_delta(void *ctx, const char *provider, const char *text, size_t len)
+{
+    ejob_t *j = ctx;
+    size_t n;
+    char *json = job_delta_encode(j->job->job_id, j->job->conversation_id, j->delta_seq++, text, len, provider, &n);
+    stream_publish(j, json, n);
+}
+
+static void on_router_reset(void *ctx, const char *provider, const char *reason)
+{
+    ejob_t *j = ctx;
+    size_t n;
+    j->delta_seq = 0;
+    job_log_fields_warn(j, "stream reset: the streaming provider failed, the next one streams", reason);
+    char *json = job_reset_encode(j->job->job_id, j->job->conversation_id, reason, &n);
+    stream_publish(j, json, n);
+}
+
 static void job_llm_start(ejob_t *j)
 {
     const job_params_t *jp = &j->job->params;
@@ -505,8 +559,10 @@ static void job_llm_start(ejob_t *j)
         .params = &params,
         .deadline_mono_ms = deadline,
         .traceparent = traceparent[0] ? traceparent : NULL,
+        .stream = j->job->stream,
     };
-    router_callbacks_t cbs = {.on_done = on_router_done, .ctx = j};
+    router_callbacks_t cbs = {.on_done = on_router_done, .on_delta = on_router_delta, .on_reset = on_router_reset,
+                              .ctx = j};
     char err[256];
     j->stage = STAGE_LLM;
     j->call = router_start(j->e->router, &req, &cbs, err, sizeof err);
@@ -523,7 +579,7 @@ static void on_stored(void *ctx, int err, const char *errmsg)
     ejob_t *j = ctx;
     j->awaiting--;
     if (j->abandoned) {
-        engine_job_finished(j->e, j);
+        job_release_if_idle(j);
         return;
     }
     if (err == STORE_ERR_REDIS) { /* Redis refused it (WRONGTYPE, OOM...): retrying will not help */
@@ -545,7 +601,7 @@ static void on_commit_check(void *ctx, const store_begin_result_t *res)
     ejob_t *j = ctx;
     j->awaiting--;
     if (j->abandoned) {
-        engine_job_finished(j->e, j);
+        job_release_if_idle(j);
         return;
     }
     if (res->err != STORE_OK) {
@@ -599,7 +655,7 @@ static void on_reply_delivery(void *ctx, const kafka_delivery_t *d)
     ejob_t *j = ctx;
     j->awaiting--;
     if (j->abandoned) {
-        engine_job_finished(j->e, j);
+        job_release_if_idle(j);
         return;
     }
     if (d->err) {
@@ -618,7 +674,8 @@ static void on_reply_delivery(void *ctx, const kafka_delivery_t *d)
                  LOG_I("history_ms", j->timing.history_ms), LOG_I("llm_ms", j->timing.llm_ms),
                  LOG_I("total_ms", base_mono_ms() - j->received_ms));
     }
-    engine_job_finished(j->e, j);
+    j->delivered = true;
+    job_release_if_idle(j); /* deltas still owed a delivery report keep it a little longer */
 }
 
 static void job_publish(ejob_t *j)

@@ -39,6 +39,8 @@ static int metrics_register(engine_t *e)
     m->paused = metrics_gauge("parley_consumer_paused", "1 while consumption is paused", NULL);
     m->redis_waits = metrics_counter("parley_redis_waits_total", "Redis operations retried after a failure", NULL);
     m->publish_retries = metrics_counter("parley_publish_retries_total", "Reply or dead letter publishes retried", NULL);
+    m->stream_publish_failures =
+        metrics_counter("parley_stream_publish_failures_total", "Delta or reset messages that could not be published", NULL);
     static const char *const stages[] = {"history", "llm", "store", "total"};
     for (size_t i = 0; i < 4; i++) {
         snprintf(labels, sizeof labels, "stage=\"%s\"", stages[i]);
@@ -195,6 +197,8 @@ static void on_consumer_closed(void *ctx)
     /* Replies are all delivered by now (every job finished or was abandoned); flush what remains. */
     kafka_producer_close(e->producer, 5000, on_client_closed, e);
     e->producer = NULL;
+    limits_free(e->limits); /* every router call has ended: no rate request is pending from a job */
+    e->limits = NULL;
     store_close(e->store, on_client_closed, e);
     e->store = NULL;
     http_client_close(e->http, on_client_closed, e);
@@ -253,9 +257,6 @@ static int clients_open(engine_t *e, char *err, size_t errlen)
     e->http = http_client_new(&e->loop, &ho, err, errlen);
     if (!e->http)
         return -1;
-    e->router = router_new(&e->loop, cfg, e->http, NULL, err, errlen);
-    if (!e->router)
-        return -1;
 
     store_options_t so;
     store_options_init(&so);
@@ -273,6 +274,12 @@ static int clients_open(engine_t *e, char *err, size_t errlen)
     so.ctx = e;
     e->store = store_new(&e->loop, &so, err, errlen);
     if (!e->store)
+        return -1;
+    e->limits = limits_new(&e->loop, cfg, e->store, err, errlen);
+    if (!e->limits)
+        return -1;
+    e->router = router_new(&e->loop, cfg, e->http, e->limits, err, errlen);
+    if (!e->router)
         return -1;
 
     kafka_producer_options_t po = {
@@ -334,9 +341,9 @@ int engine_worker_run(const config_t *cfg)
     char err[512] = "";
     int rc = 1;
     e->cfg = cfg;
-    e->limits = job_limits_default();
-    e->limits.max_message_bytes = (size_t)cfg->kafka.max_message_bytes;
-    e->limits.max_history_entry_bytes = (size_t)cfg->history.max_entry_bytes;
+    e->job_limits = job_limits_default();
+    e->job_limits.max_message_bytes = (size_t)cfg->kafka.max_message_bytes;
+    e->job_limits.max_history_entry_bytes = (size_t)cfg->history.max_entry_bytes;
     if (uv_loop_init(&e->loop) != 0) {
         free(e);
         return 1;

@@ -98,14 +98,6 @@ static void attempt_end(attempt_t *a, job_outcome_t outcome, limits_outcome_t lo
 
 void attempt_stop(attempt_t *a, job_outcome_t outcome, const char *reason)
 {
-    router_call_t *call = a->call;
-    /* A hedged primary cancelled while still waiting: its latency is at least this long. */
-    if (outcome == JOB_OUTCOME_CANCELLED && a->state == AT_RUNNING && a->slot == 0 &&
-        call->route->strategy == STRATEGY_HEDGE && a->record.first_token_ms < 0) {
-        router_provider_t *rp = &call->router->providers[a->pidx];
-        int64_t now = base_mono_ms();
-        window_add(call->stream ? &rp->ttft : &rp->latency, now, now - a->req_started_ms);
-    }
     attempt_close(a, outcome, LIMITS_NEUTRAL, reason);
 }
 
@@ -122,24 +114,19 @@ void attempt_release(attempt_t *a)
 /* Admission said no: a first try is skipped, a retry ends the attempt as the error it retried. */
 static void attempt_refused(attempt_t *a, const char *why)
 {
-    if (a->record.retries == 0) {
+    if (a->sent == 0) {
         a->call->router->stats.skipped++;
         attempt_end(a, JOB_OUTCOME_SKIPPED, LIMITS_NEUTRAL, why);
         return;
     }
     char text[ROUTER_REASON_MAX];
     snprintf(text, sizeof text, "%s; retry not admitted: %s", a->reason, why);
-    a->why[0] = '\0';
     attempt_end(a, JOB_OUTCOME_ERROR, LIMITS_NEUTRAL, text);
 }
 
 static void attempt_on_rate(void *ctx, bool granted, int64_t retry_after_ms)
 {
     attempt_t *a = ctx;
-    if (a->in_acquire) {
-        a->sync_grant = granted ? 1 : 0;
-        return;
-    }
     router_call_t *call = a->call;
     call->busy++;
     a->wait = NULL;
@@ -169,22 +156,17 @@ static void attempt_admit(attempt_t *a)
         return;
     }
     a->limits_held = true;
-    if (probe && strlen(a->why) + 16 < sizeof a->why)
-        strncat(a->why, a->why[0] ? ", breaker_probe" : "breaker_probe", sizeof a->why - strlen(a->why) - 1);
+    if (probe) {
+        size_t used = strlen(a->why);
+        snprintf(a->why + used, sizeof a->why - used, "%sbreaker_probe", used ? ", " : "");
+    }
     int64_t wait = sequential(call) ? a->provider->limit_wait_ms : 0;
     if (wait > 0 && call->deadline_ms > 0 && call->deadline_ms - base_mono_ms() < wait)
         wait = call->deadline_ms - base_mono_ms() > 0 ? call->deadline_ms - base_mono_ms() : 0;
     bool granted = false;
-    a->in_acquire = true;
-    a->sync_grant = -1;
     a->wait = limits_rate_acquire(r->limits, a->pidx, call->est_tokens, wait, attempt_on_rate, a, &granted);
-    a->in_acquire = false;
-    if (a->sync_grant >= 0) {
-        a->wait = NULL;
-        granted = a->sync_grant == 1;
-    } else if (a->wait) {
-        return;
-    }
+    if (a->wait)
+        return; /* attempt_on_rate goes on */
     if (!granted) {
         attempt_refused(a, "rate_limited");
         return;
@@ -298,7 +280,8 @@ static void judge_timeout(const attempt_t *a, const http_result_t *res, verdict_
         snprintf(v->text, sizeof v->text, "connect_timeout_ms=%lld", (long long)p->connect_timeout_ms);
         break;
     case HTTP_ERR_TIMEOUT_FIRST_BYTE:
-        snprintf(v->text, sizeof v->text, "first_token_timeout_ms=%lld", (long long)p->first_token_timeout_ms);
+        snprintf(v->text, sizeof v->text, "first_token_timeout_ms=%lld",
+                 (long long)p->first_token_timeout_ms);
         break;
     case HTTP_ERR_TIMEOUT_IDLE:
         snprintf(v->text, sizeof v->text, "%sidle_timeout_ms=%lld", a->published ? "stream stalled: " : "",
@@ -306,7 +289,8 @@ static void judge_timeout(const attempt_t *a, const http_result_t *res, verdict_
         break;
     default:
         if (a->total_is_deadline)
-            snprintf(v->text, sizeof v->text, "deadline (%lld ms left at start)", (long long)a->total_timeout_ms);
+            snprintf(v->text, sizeof v->text, "deadline (%lld ms left at start)",
+                     (long long)a->total_timeout_ms);
         else
             snprintf(v->text, sizeof v->text, "timeout_ms=%lld", (long long)a->total_timeout_ms);
         break;
@@ -342,8 +326,8 @@ static bool attempt_judge(attempt_t *a, http_result_t *res, verdict_t *v)
         (res->code == HTTP_OK || res->code == HTTP_ERR_CLOSED || res->code == HTTP_ERR_ABORTED)) {
         if (llm_stream_finish(a->stream, &a->result) == 0)
             return true;
-        snprintf(v->text, sizeof v->text, "%s: %s: %s", e->kind == LLM_ERR_CUT ? "stream cut" : "stream failed",
-                 e->type, e->message);
+        snprintf(v->text, sizeof v->text, "%s: %s: %s",
+                 e->kind == LLM_ERR_CUT ? "stream cut" : "stream failed", e->type, e->message);
         return false;
     }
     if (res->code != HTTP_OK) {
@@ -364,7 +348,8 @@ static bool attempt_judge(attempt_t *a, http_result_t *res, verdict_t *v)
     return false;
 }
 
-/* Schedules the next try of a retryable failure; false when no retry is left or it would pass the deadline. */
+/* Schedules the next try of a retryable failure; false when no retry is left or it would pass the deadline.
+ */
 static bool attempt_retry(attempt_t *a, const http_result_t *res, verdict_t *v)
 {
     router_call_t *call = a->call;
@@ -384,8 +369,6 @@ static bool attempt_retry(attempt_t *a, const http_result_t *res, verdict_t *v)
     attempt_limits_done(a, v->limits);
     llm_stream_free(a->stream);
     a->stream = NULL;
-    a->record.retries++;
-    call->router->stats.retries++;
     snprintf(a->reason, sizeof a->reason, "%s", v->text);
     a->state = AT_BACKOFF;
     a->due_ms = now + (delay > 0 ? delay : 0);
@@ -485,8 +468,12 @@ static void attempt_send(attempt_t *a)
     a->state = AT_RUNNING;
     r->stats.requests++;
     r->stats.attempts_in_flight++;
-    if (a->record.retries == 0)
+    if (a->sent++ == 0) {
         r->stats.attempts_started++;
+    } else {
+        a->record.retries++;
+        r->stats.retries++;
+    }
     if (a->due_ms)
         call_schedule(call);
 }

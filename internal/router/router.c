@@ -15,8 +15,11 @@ static const struct {
     unsigned bit;
     const char *name;
 } param_names[] = {
-    {LLM_PARAM_TEMPERATURE, "temperature"}, {LLM_PARAM_TOP_P, "top_p"}, {LLM_PARAM_MAX_TOKENS, "max_tokens"},
-    {LLM_PARAM_STOP, "stop"},               {LLM_PARAM_SEED, "seed"},
+    {LLM_PARAM_TEMPERATURE, "temperature"},
+    {LLM_PARAM_TOP_P, "top_p"},
+    {LLM_PARAM_MAX_TOKENS, "max_tokens"},
+    {LLM_PARAM_STOP, "stop"},
+    {LLM_PARAM_SEED, "seed"},
 };
 
 router_t *router_new(uv_loop_t *loop, const config_t *cfg, http_client_t *http, limits_t *limits, char *err,
@@ -75,7 +78,8 @@ void call_leave(router_call_t *call)
 }
 
 /* Stops every attempt that is not done, but keep. */
-static void call_stop_others(router_call_t *call, const attempt_t *keep, job_outcome_t outcome, const char *reason)
+static void call_stop_others(router_call_t *call, const attempt_t *keep, job_outcome_t outcome,
+                             const char *reason)
 {
     for (size_t i = 0; i < call->n_attempts; i++) {
         attempt_t *a = &call->attempts[i];
@@ -224,6 +228,14 @@ void call_attempt_ended(router_call_t *call, attempt_t *a)
     if (call->finished || call->dead)
         return;
     if (a->record.outcome == JOB_OUTCOME_WON) {
+        /* A stream asked for but answered as one JSON body: hand the text out as one delta. */
+        if (call->stream && !a->published && a->result.text_len > 0 && call->cbs.on_delta) {
+            if (call->first_token_ms < 0)
+                call->first_token_ms = base_mono_ms() - call->started_ms;
+            call->cbs.on_delta(call->cbs.ctx, a->provider->name, a->result.text, a->result.text_len);
+            if (call->dead)
+                return;
+        }
         call->winner = a;
         call_stop_others(call, a, JOB_OUTCOME_CANCELLED,
                          "another provider won; cancelled before billing could be read");
@@ -235,7 +247,8 @@ void call_attempt_ended(router_call_t *call, attempt_t *a)
         call->reset_phase = true;
         call->router->stats.resets++;
         if (call->cbs.on_reset)
-            call->cbs.on_reset(call->cbs.ctx, a->provider->name, a->record.reason ? a->record.reason : "failed");
+            call->cbs.on_reset(call->cbs.ctx, a->provider->name,
+                               a->record.reason ? a->record.reason : "failed");
         if (call->dead)
             return;
         call_start_next(call, TRIG_RESET, a);
@@ -258,8 +271,6 @@ static void call_hedge(router_call_t *call)
         call->router->stats.hedges++;
         call->hedge_due_ms = base_mono_ms() + call->hedge_delay_ms;
     }
-    if (call->active == 0)
-        call_finish(call);
 }
 
 /* The call's deadline passed: every attempt still going times out. */
@@ -316,8 +327,8 @@ static void call_build_requests(router_call_t *call, const router_request_t *req
     for (size_t s = 0; s < call->n; s++) {
         const config_provider_t *p = &r->cfg->llm.providers[call->order[s]];
         char err[256], text[300];
-        if (llm_request_build(p, req->messages, req->n_messages, req->params, req->stream, &call->requests[s], err,
-                              sizeof err) == 0) {
+        if (llm_request_build(p, req->messages, req->n_messages, req->params, req->stream, &call->requests[s],
+                              err, sizeof err) == 0) {
             warn_dropped(r, call->order[s], call->requests[s].dropped_params);
             continue;
         }
@@ -346,8 +357,8 @@ static void call_set_deadline(router_call_t *call, const router_request_t *req)
     }
 }
 
-router_call_t *router_start(router_t *r, const router_request_t *req, const router_callbacks_t *cbs, char *err,
-                            size_t errlen)
+router_call_t *router_start(router_t *r, const router_request_t *req, const router_callbacks_t *cbs,
+                            char *err, size_t errlen)
 {
     const config_route_t *route = req->route;
     size_t n = route->n_providers;

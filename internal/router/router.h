@@ -5,10 +5,10 @@
  * - hedge: the first provider; each time the hedge delay passes without an answer (streaming: without a
  *   first token) the next one starts too, and a failure of an attempt starts the next one at once.
  *   The delay is route->hedge_delay_ms, or with hedge_auto the p95 latency (streaming: time to first
- *   token) of the call's first provider over its last 200 successful calls of the last 60 s (a hedged
- *   primary that was cancelled counts with the time it ran, a lower bound), clamped to
- *   [hedge_min_ms, hedge_max_ms]; with fewer than 20 such samples it is hedge_max_ms / 2 (clamped), so
- *   a cold start spends little on hedges.
+ *   token) of the call's first provider over its last 200 successful calls of the last 60 s, clamped
+ *   to [hedge_min_ms, hedge_max_ms]; with fewer than 20 such samples it is hedge_max_ms / 2 (clamped),
+ *   so a cold start spends little on hedges. (Counting a cancelled slow primary as a sample of the time
+ *   it ran was tried: it lifts the p95 onto the hedged answers' latency and the p99 with it.)
  * - fallback: one at a time in route order; the next on failure, timeout or skip.
  * The first provider is the route's first, unless route->weights is set (or a provider of the route has
  * a weight other than 1): then the first is drawn at random in proportion to the weights and the others
@@ -22,7 +22,10 @@
  * Streaming: the first provider to produce a token wins the stream and the others are cancelled; its
  * deltas go to on_delta. If it then fails, stalls past idle_timeout_ms or is cut (no [DONE] /
  * message_stop), on_reset runs and the next provider that has not failed (route order, one at a time)
- * streams from the start.
+ * streams from the start. A stream answered with one JSON body is parsed as such and its text handed out
+ * as one delta. Records: one per attempt (a retry is the same attempt), latency_ms and first_token_ms
+ * from the attempt's start, started_after_ms from the call's; providers never started are `skipped`
+ * with reason "not_needed".
  * It owns the provider requests it builds, the transfers it starts (through http/), one timer per call,
  * the latency windows per provider and the attempt records of each call. It never touches Kafka or
  * Redis itself, never logs request bodies or headers (they carry API keys), and never blocks the loop. */
@@ -93,8 +96,8 @@ void router_free(router_t *r);
 /* Starts a call. NULL with err when nothing could be started (no provider, out of memory); then no
  * callback runs. When every provider is skipped or cannot be asked, on_done still runs (from the loop)
  * with the records saying why. */
-router_call_t *router_start(router_t *r, const router_request_t *req, const router_callbacks_t *cbs, char *err,
-                            size_t errlen);
+router_call_t *router_start(router_t *r, const router_request_t *req, const router_callbacks_t *cbs,
+                            char *err, size_t errlen);
 /* Stops a call and all its transfers; no callback runs afterwards. It may be called from inside any
  * callback of the call. */
 void router_cancel(router_call_t *call);
@@ -104,11 +107,11 @@ typedef struct {
     uint64_t attempts_started;
     size_t calls_in_flight;
     size_t attempts_in_flight; /* HTTP requests in flight */
-    uint64_t hedges;   /* attempts started by the hedge delay */
-    uint64_t retries;  /* requests sent again to the same provider */
-    uint64_t resets;   /* streams abandoned after deltas were handed out */
-    uint64_t skipped;  /* providers skipped by admission control */
-    uint64_t requests; /* HTTP requests started (first tries and retries) */
+    uint64_t hedges;           /* attempts started by the hedge delay */
+    uint64_t retries;          /* requests sent again to the same provider */
+    uint64_t resets;           /* streams abandoned after deltas were handed out */
+    uint64_t skipped;          /* providers skipped by admission control */
+    uint64_t requests;         /* HTTP requests started (first tries and retries) */
 } router_stats_t;
 
 void router_get_stats(const router_t *r, router_stats_t *out);

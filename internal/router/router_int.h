@@ -7,13 +7,13 @@
 
 #include "limits/limits.h"
 
-#define ROUTER_REASON_MAX   256
-#define ROUTER_WHY_MAX      96
-#define ROUTER_ERROR_MAX    512
-#define ROUTER_WINDOW       200   /* latency samples kept per provider and kind */
-#define ROUTER_WINDOW_MS    60000 /* samples older than this are ignored */
-#define ROUTER_WINDOW_MIN   20    /* fewer samples: the auto hedge delay is hedge_max_ms / 2 */
-#define ROUTER_TRACEPARENT  128
+#define ROUTER_REASON_MAX  256
+#define ROUTER_WHY_MAX     96
+#define ROUTER_ERROR_MAX   512
+#define ROUTER_WINDOW      200   /* latency samples kept per provider and kind */
+#define ROUTER_WINDOW_MS   60000 /* samples older than this are ignored */
+#define ROUTER_WINDOW_MIN  20    /* fewer samples: the auto hedge delay is hedge_max_ms / 2 */
+#define ROUTER_TRACEPARENT 128
 
 /* A provider's recent successful latencies (or times to first token). */
 typedef struct {
@@ -57,19 +57,18 @@ typedef struct attempt {
     attempt_state_t state;
     http_transfer_t *transfer;
     limits_wait_t *wait;
-    bool limits_held;  /* limits_try_start said yes: limits_finish is owed */
-    bool in_acquire;   /* inside limits_rate_acquire (a synchronous callback is noted, not acted on) */
-    int sync_grant;    /* that callback's answer: -1 none, 0 denied, 1 granted */
-    bool tokens_taken; /* rate budget was charged with the estimate */
-    bool beginning;    /* inside attempt_begin: an end is seen by the caller, not reported */
-    bool feeding;      /* inside llm_stream_feed: the stream is freed afterwards, not by a close */
+    bool limits_held;       /* limits_try_start said yes: limits_finish is owed */
+    bool tokens_taken;      /* rate budget was charged with the estimate */
+    bool beginning;         /* inside attempt_begin: an end is seen by the caller, not reported */
+    int sent;               /* HTTP requests started: the first try, then retries */
+    bool feeding;           /* inside llm_stream_feed: the stream is freed afterwards, not by a close */
     int64_t started_ms;     /* the attempt (its first request or admission) */
     int64_t req_started_ms; /* the current HTTP request */
     int64_t due_ms;         /* backoff end, or streamed first-token deadline; 0 = none */
     int64_t first_token_timeout_ms;
     int64_t total_timeout_ms; /* of the current request, after the deadline cap */
     bool total_is_deadline;   /* the call's deadline, not timeout_ms, set it */
-    bool json_body; /* streamed request answered with JSON or an error: buffered into body */
+    bool json_body;           /* streamed request answered with JSON or an error: buffered into body */
     buf_t body;
     llm_stream_t *stream;
     struct llm_stream_sink sink;
@@ -98,10 +97,10 @@ struct router_call {
     char traceparent[ROUTER_TRACEPARENT];
     int64_t est_tokens;
     int64_t started_ms;
-    int64_t deadline_ms;  /* absolute; 0 = none */
-    bool deadline_is_job; /* the request's deadline, not the route's timeout, is the nearer */
-    size_t n;             /* providers of the route */
-    size_t *order;        /* order[slot] = cfg provider index */
+    int64_t deadline_ms;     /* absolute; 0 = none */
+    bool deadline_is_job;    /* the request's deadline, not the route's timeout, is the nearer */
+    size_t n;                /* providers of the route */
+    size_t *order;           /* order[slot] = cfg provider index */
     llm_request_t *requests; /* per slot, built at start */
     call_slot_t *slots;
     attempt_t *attempts; /* capacity 2n: each provider at most once, plus once more after a reset */

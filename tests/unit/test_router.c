@@ -174,8 +174,8 @@ static int setup(void **state)
     F->http = http_client_new(&F->loop, NULL, err, sizeof err);
     assert_non_null(F->http);
     for (int i = 0; i < NP; i++) {
-        F->mock[i] = dev_mock_new(&F->loop, names[i], i == 2 ? DEV_MOCK_ANTHROPIC : DEV_MOCK_OPENAI, "comments=1",
-                                  err, sizeof err);
+        F->mock[i] = dev_mock_new(&F->loop, names[i], i == 2 ? DEV_MOCK_ANTHROPIC : DEV_MOCK_OPENAI,
+                                  "comments=1", err, sizeof err);
         assert_non_null(F->mock[i]);
         assert_int_equal(dev_mock_listen(F->mock[i], "127.0.0.1", 0, err, sizeof err), 0);
         snprintf(F->url[i], sizeof F->url[i], "http://127.0.0.1:%d/v1", dev_mock_port(F->mock[i]));
@@ -190,8 +190,8 @@ static int setup(void **state)
         p->retry_base_ms = 20;
         p->retry_max_ms = 500;
         p->limit_wait_ms = 1000;
-        p->breaker = (config_breaker_t){.failures = 2, .failure_ratio = 0.5, .window_s = 30, .min_requests = 20,
-                                        .cooldown_s = 30};
+        p->breaker = (config_breaker_t){
+            .failures = 2, .failure_ratio = 0.5, .window_s = 30, .min_requests = 20, .cooldown_s = 30};
         p->tls_verify = true;
         p->anthropic_version = "2023-06-01";
         p->max_tokens_default = 256;
@@ -203,8 +203,11 @@ static int setup(void **state)
     F->cfg.llm.providers = F->prov;
     F->cfg.llm.n_providers = NP;
     F->cfg.llm.max_response_bytes = 1 << 20;
-    F->route = (config_route_t){.name = "default", .providers = F->route_idx, .hedge_min_ms = 50,
-                                .hedge_max_ms = 1000, .timeout_ms = 15000};
+    F->route = (config_route_t){.name = "default",
+                                .providers = F->route_idx,
+                                .hedge_min_ms = 50,
+                                .hedge_max_ms = 1000,
+                                .timeout_ms = 15000};
     router_make(false);
     return 0;
 }
@@ -264,7 +267,8 @@ static void on_done(void *ctx, const router_result_t *r)
     for (size_t i = 0; i < o->n_att; i++) {
         o->att[i] = r->attempts[i];
         snprintf(o->names[i], sizeof o->names[i], "%s", r->attempts[i].provider);
-        snprintf(o->reasons[i], sizeof o->reasons[i], "%s", r->attempts[i].reason ? r->attempts[i].reason : "");
+        snprintf(o->reasons[i], sizeof o->reasons[i], "%s",
+                 r->attempts[i].reason ? r->attempts[i].reason : "");
     }
 }
 
@@ -300,8 +304,12 @@ static const chat_message_t prompt[] = {{"user", "tell me a story", 15}};
 static router_call_t *start(res_t *o, bool stream, const llm_params_t *params, int64_t deadline)
 {
     char err[256];
-    router_request_t req = {.route = &F->route, .messages = prompt, .n_messages = 1, .params = params,
-                            .deadline_mono_ms = deadline, .stream = stream};
+    router_request_t req = {.route = &F->route,
+                            .messages = prompt,
+                            .n_messages = 1,
+                            .params = params,
+                            .deadline_mono_ms = deadline,
+                            .stream = stream};
     router_callbacks_t cbs = {.on_done = on_done, .on_delta = on_delta, .on_reset = on_reset, .ctx = o};
     o->call = router_start(F->router, &req, &cbs, err, sizeof err);
     assert_non_null(o->call);
@@ -398,9 +406,32 @@ static void hedge_failure_starts_next_at_once(void **state)
     assert_non_null(strstr(o.reasons[att_of(&o, "a", 0)], "http 500"));
 }
 
+static void hedge_stream_waits_for_first_token_only(void **state)
+{
+    route_set(STRATEGY_HEDGE, "ab");
+    F->route.hedge_delay_ms = 150;
+    /* The first token comes at once; the whole answer takes far longer than the delay: no hedge. */
+    knobs(0, "latency_ms=10,token_ms=40");
+    res_t o;
+    call(&o, true);
+    assert_true(o.ok);
+    assert_string_equal(o.provider, "a");
+    assert_true(o.llm_ms > 300);
+    assert_string_equal(o.reasons[att_of(&o, "b", 0)], "not_needed");
+    /* No first token within the delay: the next one starts and streams first. */
+    knobs(0, "latency_ms=1500");
+    call(&o, true);
+    assert_true(o.ok);
+    assert_string_equal(o.provider, "b");
+    assert_string_equal(o.reasons[att_of(&o, "b", 0)], "hedge_after_ms=150");
+    assert_non_null(strstr(o.reasons[att_of(&o, "a", 0)], "streamed first"));
+    assert_int_equal(o.resets, 0);
+    assert_memory_equal(o.deltas, o.text, o.text_len);
+}
+
 typedef struct {
     int started, finished, total;
-    int64_t ms[400];
+    int64_t *ms;
     int ok;
 } bench_t;
 
@@ -439,14 +470,15 @@ typedef struct {
 /* n calls, concurrency at a time, against the current route; latency percentiles and provider calls. */
 static figures_t bench(int n, int concurrency)
 {
-    bench_t bt = {.total = n};
+    bench_t bt = {.total = n, .ms = calloc((size_t)n, sizeof(int64_t))};
+    assert_non_null(bt.ms);
     double before = 0;
     for (size_t i = 0; i < F->route.n_providers; i++)
         before += stat_of((int)F->route_idx[i], "requests.total");
     for (int i = 0; i < concurrency; i++)
         bench_next(&bt);
     bool never = false;
-    int64_t end = base_mono_ms() + 20000;
+    int64_t end = base_mono_ms() + 20000 + 20 * (int64_t)n;
     while (bt.finished < n && base_mono_ms() < end)
         run_until(&never, 50);
     assert_int_equal(bt.finished, n);
@@ -455,8 +487,10 @@ static figures_t bench(int n, int concurrency)
     for (size_t i = 0; i < F->route.n_providers; i++)
         after += stat_of((int)F->route_idx[i], "requests.total");
     qsort(bt.ms, (size_t)n, sizeof bt.ms[0], cmp_i64);
-    return (figures_t){.p50 = bt.ms[n / 2], .p99 = bt.ms[(n * 99 + 99) / 100 - 1],
-                       .calls_per_job = (after - before) / n};
+    figures_t f = {
+        .p50 = bt.ms[n / 2], .p99 = bt.ms[(n * 99 + 99) / 100 - 1], .calls_per_job = (after - before) / n};
+    free(bt.ms);
+    return f;
 }
 
 static void hedge_auto_with_a_tail(void **state)
@@ -464,7 +498,11 @@ static void hedge_auto_with_a_tail(void **state)
     /* Two equivalent providers: median 100 ms, 5% of calls take 3 s. */
     knobs(0, "latency_ms=100,tail_ms=3000,tail_prob=0.05,seed=7");
     knobs(1, "latency_ms=100,tail_ms=3000,tail_prob=0.05,seed=11");
-    const int n = 200, conc = 25;
+    /* ROUTER_TAIL_JOBS=2000 for the full run (about a minute). */
+    const char *env = getenv("ROUTER_TAIL_JOBS");
+    int n = env ? (int)strtol(env, NULL, 10) : 200, conc = 25;
+    if (n < 100)
+        n = 200;
     route_set(STRATEGY_RACE, "a");
     figures_t single = bench(n, conc);
     route_set(STRATEGY_RACE, "ab");
@@ -473,17 +511,32 @@ static void hedge_auto_with_a_tail(void **state)
     F->route.hedge_auto = true;
     figures_t hedge = bench(n, conc);
     int64_t delay = router_hedge_delay_ms(F->router, &F->route, false);
-    print_message("5%%-tail scenario, %d calls each: single p50=%lld p99=%lld calls/job=%.3f | race p50=%lld "
-                  "p99=%lld calls/job=%.3f | hedge-auto p50=%lld p99=%lld calls/job=%.3f (delay now %lld ms)\n",
-                  n, (long long)single.p50, (long long)single.p99, single.calls_per_job, (long long)race.p50,
-                  (long long)race.p99, race.calls_per_job, (long long)hedge.p50, (long long)hedge.p99,
-                  hedge.calls_per_job, (long long)delay);
+    print_message(
+        "5%%-tail scenario, %d calls each: single p50=%lld p99=%lld calls/job=%.3f | race p50=%lld "
+        "p99=%lld calls/job=%.3f | hedge-auto p50=%lld p99=%lld calls/job=%.3f (delay now %lld ms)\n",
+        n, (long long)single.p50, (long long)single.p99, single.calls_per_job, (long long)race.p50,
+        (long long)race.p99, race.calls_per_job, (long long)hedge.p50, (long long)hedge.p99,
+        hedge.calls_per_job, (long long)delay);
     assert_true(single.p99 >= 2900);
     assert_true(race.calls_per_job > 1.9);
     assert_true(hedge.calls_per_job <= 1.15);
     assert_true(hedge.p99 < 1000);
     assert_true(hedge.p50 < 200);
     assert_true(delay >= 100 && delay < 300);
+}
+
+static void connect_error_retried_then_next(void **state)
+{
+    route_set(STRATEGY_FALLBACK, "ab");
+    F->prov[0].base_url = "http://127.0.0.1:1/v1"; /* nothing listens there */
+    F->prov[0].max_retries = 2;
+    res_t o;
+    call(&o, false);
+    assert_true(o.ok);
+    assert_string_equal(o.provider, "b");
+    assert_int_equal(o.att[0].outcome, JOB_OUTCOME_ERROR);
+    assert_int_equal(o.att[0].retries, 2);
+    assert_non_null(strstr(o.reasons[0], "connect"));
 }
 
 /* ---- fallback, weights ---- */
@@ -814,6 +867,25 @@ static void breaker_skips_then_probes(void **state)
     assert_int_equal(st.skipped, 1);
 }
 
+static void retry_stops_when_the_breaker_opens(void **state)
+{
+    router_make(true);
+    route_set(STRATEGY_FALLBACK, "ab");
+    F->prov[0].max_retries = 3;
+    knobs(0, "fail_rate=1,fail_status=500");
+    res_t o;
+    call(&o, false);
+    assert_true(o.ok);
+    assert_string_equal(o.provider, "b");
+    assert_int_equal(o.att[0].outcome, JOB_OUTCOME_ERROR);
+    /* Two failures open the breaker (failures=2): the second retry is not admitted. */
+    assert_int_equal(o.att[0].retries, 1);
+    assert_non_null(strstr(o.reasons[0], "retry not admitted: breaker_open"));
+    assert_non_null(strstr(o.reasons[0], "http 500"));
+    assert_int_equal((int)stat_of(0, "requests.total"), 2);
+    assert_string_equal(o.reasons[1], "fallback_after=a");
+}
+
 static void rate_limit_skips_or_waits(void **state)
 {
     F->prov[1].rpm = 1;
@@ -888,7 +960,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(race_fast_wins_slow_cancelled, setup, teardown),
         cmocka_unit_test_setup_teardown(hedge_fixed_delay, setup, teardown),
         cmocka_unit_test_setup_teardown(hedge_failure_starts_next_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(hedge_stream_waits_for_first_token_only, setup, teardown),
         cmocka_unit_test_setup_teardown(hedge_auto_with_a_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(connect_error_retried_then_next, setup, teardown),
         cmocka_unit_test_setup_teardown(fallback_in_order_on_500, setup, teardown),
         cmocka_unit_test_setup_teardown(weights_choose_the_first, setup, teardown),
         cmocka_unit_test_setup_teardown(retry_429_honours_retry_after, setup, teardown),
@@ -902,6 +976,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stream_answered_with_bad_json, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_inside_a_delta, setup, teardown),
         cmocka_unit_test_setup_teardown(breaker_skips_then_probes, setup, teardown),
+        cmocka_unit_test_setup_teardown(retry_stops_when_the_breaker_opens, setup, teardown),
         cmocka_unit_test_setup_teardown(rate_limit_skips_or_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(dropped_params_logged_once, setup, teardown),
         cmocka_unit_test_setup_teardown(all_skipped_still_calls_back, setup, teardown),
