@@ -17,7 +17,10 @@
  *
  * Prefetch: each assigned partition has its own librdkafka queue, so queued.min.messages (parley's
  * default 1000) and queued.max.messages.kbytes (default: fetch.message.max.bytes, i.e. max_message_bytes
- * + 64 KiB) bound what librdkafka holds per partition; kafka.properties may override both. */
+ * + 64 KiB) bound what librdkafka holds per partition: about twice fetch.message.max.bytes (it may
+ * overshoot by one fetch), so ~2 MiB per assigned partition with the 1 MiB default. kafka.properties may
+ * override both; librdkafka refills a queue that reached its bound only when its broker thread next
+ * wakes (up to 1 s later), so the bound should hold about a second of consumption. */
 #ifndef PARLEY_KAFKA_H
 #define PARLEY_KAFKA_H
 
