@@ -81,6 +81,26 @@ const char *dev_broker_bootstraps(const dev_broker_t *b);
 rd_kafka_mock_cluster_t *dev_broker_cluster(dev_broker_t *b);
 void dev_broker_free(dev_broker_t *b);
 
+/* ---- broker fault control (HTTP on 127.0.0.1, port chosen by the kernel; own thread) ----
+ * Every request is a POST; the answer is text/plain: 200, 400 (bad arguments), 404, 409 (the
+ * cluster refused, e.g. an unknown broker or partition).
+ *   POST /broker/down?id=N                 broker N (1-based) stops answering (connections closed)
+ *   POST /broker/up?id=N                   broker N is back
+ *   POST /partition/leader?topic=T&partition=P&broker=N   move the leader (-1 = no leader)
+ *   POST /errors?api=API&code=CODE&count=N the next N requests of API (name such as Produce, Fetch,
+ *                                          OffsetCommit, JoinGroup, Heartbeat, or its number) fail
+ *                                          with CODE (librdkafka name without RD_KAFKA_RESP_ERR_,
+ *                                          e.g. NOT_ENOUGH_REPLICAS, _TRANSPORT, or the number);
+ *                                          N 1..1000 (default 1), cluster-wide
+ *   POST /errors/clear?api=API             drop the errors still pending for API */
+typedef struct dev_broker_control dev_broker_control_t;
+
+/* Starts the control endpoint for b's cluster. NULL and err on failure. */
+dev_broker_control_t *dev_broker_control_new(dev_broker_t *b, char *err, size_t errlen);
+int dev_broker_control_port(const dev_broker_control_t *bc);
+/* Stops the endpoint (joins its thread). Call before dev_broker_free. */
+void dev_broker_control_free(dev_broker_control_t *bc);
+
 /* ---- mock LLM providers ---- */
 
 typedef enum { DEV_MOCK_OPENAI = 0, DEV_MOCK_ANTHROPIC } dev_mock_type_t;

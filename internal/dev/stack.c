@@ -16,6 +16,7 @@ typedef struct {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     dev_broker_t *broker;
+    dev_broker_control_t *control;
     dev_mock_t **mocks;
     size_t n_mocks;
     const char *url_host;
@@ -154,7 +155,11 @@ static int ready_json(const stack_state_t *s, buf_t *out)
             "\"control\":\"http://%s:%d/control\"}",
             i ? "," : "", dev_mock_name(m), dev_mock_type_name(dev_mock_type(m)), h, p, h, p, h, p);
     }
-    return rc ? rc : buf_printf(out, "},\"pid\":%d}\n", (int)getpid());
+    if (rc == 0 && s->control)
+        rc = buf_printf(out, "},\"broker_control\":\"http://127.0.0.1:%d\"", dev_broker_control_port(s->control));
+    else if (rc == 0)
+        rc = buf_printf(out, "}");
+    return rc ? rc : buf_printf(out, ",\"pid\":%d}\n", (int)getpid());
 }
 
 static void stack_stop(stack_state_t *s)
@@ -195,7 +200,10 @@ static int stack_start(stack_state_t *s, const dev_options_t *opt, char *err, si
             if (dev_broker_topic_create(s->broker, opt->topics[i].name, opt->topics[i].partitions, err,
                                         errlen) < 0)
                 return -1;
-        printf("parley dev: brokers %s\n", dev_broker_bootstraps(s->broker));
+        if (!(s->control = dev_broker_control_new(s->broker, err, errlen)))
+            return -1;
+        printf("parley dev: brokers %s (fault control http://127.0.0.1:%d)\n", dev_broker_bootstraps(s->broker),
+               dev_broker_control_port(s->control));
         for (size_t i = 0; i < opt->n_topics; i++)
             printf("parley dev: topic %s (%d partitions)\n", opt->topics[i].name, opt->topics[i].partitions);
     }
@@ -265,6 +273,7 @@ int dev_run(const dev_options_t *opt, char *err, size_t errlen)
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
     free(s.mocks);
+    dev_broker_control_free(s.control);
     dev_broker_free(s.broker);
     return rc;
 }

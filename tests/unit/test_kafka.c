@@ -1038,9 +1038,14 @@ static void gate_cycles_deliver_each_message_once_in_order(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Present when the sanitizers' allocator replaces malloc (mallinfo2 then says nothing). */
+extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
+
 /* Bytes malloc has handed out and not got back (0 when malloc does not say). */
 static size_t heap_bytes(void)
 {
+    if (__sanitizer_get_current_allocated_bytes)
+        return __sanitizer_get_current_allocated_bytes();
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;
 }
@@ -1057,8 +1062,8 @@ static size_t rss_bytes(void)
     return resident * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-/* The process's memory: the heap in use (malloc's own count, not blurred by what its arenas keep), or
- * the RSS where malloc does not tell (under a sanitizer). */
+/* The process's memory: the heap in use (the allocator's own count, not blurred by what its arenas
+ * keep), or the RSS where the allocator does not tell. */
 static size_t mem_bytes(void)
 {
     size_t heap = heap_bytes();
