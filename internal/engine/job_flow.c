@@ -51,8 +51,10 @@ static void reply_set(ejob_t *j, char *json, size_t len)
     j->reply_len = len;
 }
 
-/* Encodes an error/expired final for j. NULL-safe for a dead letter whose ids were readable. */
-static int reply_error(ejob_t *j, job_status_t status, job_error_code_t code, const char *message)
+/* Encodes an error/expired final for j (with the provider attempts, if any). Also serves a dead
+ * letter whose ids were readable. */
+static int reply_error(ejob_t *j, job_status_t status, job_error_code_t code, const char *message,
+                       const job_attempt_t *attempts, size_t n_attempts)
 {
     job_reply_t r;
     job_reply_init(&r, job_id_of(j), conv_id_of(j));
@@ -60,6 +62,8 @@ static int reply_error(ejob_t *j, job_status_t status, job_error_code_t code, co
     r.error_code = code;
     r.error_message = message;
     r.metadata_json = j->job ? j->job->metadata_json : j->perr.metadata_json;
+    r.attempts = attempts;
+    r.n_attempts = n_attempts;
     j->timing.total_ms = base_mono_ms() - j->received_ms;
     r.timing = j->timing;
     size_t len;
@@ -151,7 +155,7 @@ static void dead_letter(ejob_t *j)
              LOG_S("topic", j->msg->topic), LOG_I("partition", j->msg->partition), LOG_I("offset", j->msg->offset));
     if (!j->reply_topic)
         j->reply_topic = e->cfg->kafka.reply_topic;
-    if (job_error_ids_readable(&j->perr) && reply_error(j, JOB_STATUS_ERROR, j->perr.code, j->perr.message) != 0)
+    if (job_error_ids_readable(&j->perr) && reply_error(j, JOB_STATUS_ERROR, j->perr.code, j->perr.message, NULL, 0) != 0)
         log_error("out of memory encoding an error reply", LOG_S("job_id", j->perr.job_id));
     else if (!job_error_ids_readable(&j->perr))
         metric_inc(e->m.jobs[JOB_STATUS_ERROR][j->perr.code]);
@@ -266,7 +270,7 @@ static void job_redis_failed(ejob_t *j, ejob_op_t op, const char *why)
     if (op == OP_BEGIN) {
         job_log_fields_warn(j, "redis unavailable for too long; answering history_unavailable", why);
         if (reply_error(j, JOB_STATUS_ERROR, JOB_ERR_HISTORY_UNAVAILABLE,
-                        "conversation history could not be loaded: Redis unavailable") != 0) {
+                        "conversation history could not be loaded: Redis unavailable", NULL, 0) != 0) {
             job_wait(j, OP_BEGIN, RETRY_REDIS_MS);
             return;
         }
@@ -353,7 +357,7 @@ static void on_begin(void *ctx, const store_begin_result_t *res)
     }
     if (j->job->has_deadline && j->job->deadline_ms <= base_wall_ms()) {
         if (reply_error(j, JOB_STATUS_EXPIRED, JOB_ERR_DEADLINE_EXCEEDED,
-                        "deadline_ms passed before a provider was called") != 0) {
+                        "deadline_ms passed before a provider was called", NULL, 0) != 0) {
             job_wait(j, OP_BEGIN, RETRY_PARSE_MS);
             return;
         }
@@ -437,27 +441,6 @@ static int reply_ok(ejob_t *j, const router_result_t *res)
     return 0;
 }
 
-static int reply_failed(ejob_t *j, const router_result_t *res)
-{
-    job_reply_t r;
-    job_reply_init(&r, j->job->job_id, j->job->conversation_id);
-    r.status = JOB_STATUS_ERROR;
-    r.error_code = JOB_ERR_ALL_PROVIDERS_FAILED;
-    r.error_message = res->error;
-    r.timing = j->timing;
-    r.attempts = res->attempts;
-    r.n_attempts = res->n_attempts;
-    r.metadata_json = j->job->metadata_json;
-    size_t len;
-    char *json = job_reply_encode(&r, &len);
-    if (!json)
-        return -1;
-    reply_set(j, json, len);
-    j->status = JOB_STATUS_ERROR;
-    metric_inc(j->e->m.jobs[JOB_STATUS_ERROR][JOB_ERR_ALL_PROVIDERS_FAILED]);
-    return 0;
-}
-
 static void on_router_done(void *ctx, const router_result_t *res)
 {
     ejob_t *j = ctx;
@@ -468,7 +451,9 @@ static void on_router_done(void *ctx, const router_result_t *res)
     j->timing.total_ms = base_mono_ms() - j->received_ms;
     metric_observe(e->m.stage_seconds[1], (double)res->llm_ms / 1000.0);
     attempts_count(e, res);
-    int rc = res->ok ? reply_ok(j, res) : reply_failed(j, res);
+    int rc = res->ok ? reply_ok(j, res)
+                     : reply_error(j, JOB_STATUS_ERROR, JOB_ERR_ALL_PROVIDERS_FAILED, res->error, res->attempts,
+                                   res->n_attempts);
     if (rc != 0) {
         /* Without memory for the reply the answer is lost; ask the providers again shortly. */
         log_error("out of memory encoding a reply; calling the providers again", LOG_S("job_id", j->job->job_id));

@@ -14,6 +14,7 @@ struct metric {
     char *name;
     char *help;
     char *labels;
+    bool fractional;        /* a float counter: count holds millionths */
     _Atomic uint64_t count; /* counter value, or histogram observation count */
     _Atomic int64_t gauge;
     _Atomic uint64_t sum_micros; /* histogram sum, in millionths */
@@ -31,6 +32,15 @@ const double metrics_latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 const size_t metrics_latency_n_bounds = sizeof metrics_latency_bounds / sizeof metrics_latency_bounds[0];
 
 static bool same_labels(const char *a, const char *b) { return strcmp(a ? a : "", b ? b : "") == 0; }
+
+static void metric_destroy(metric_t *m)
+{
+    free(m->name);
+    free(m->help);
+    free(m->labels);
+    free(m->buckets);
+    free(m);
+}
 
 static metric_t *metric_register(metric_kind_t kind, const char *name, const char *help, const char *labels,
                                  const double *bounds, size_t n_bounds)
@@ -53,11 +63,7 @@ static metric_t *metric_register(metric_kind_t kind, const char *name, const cha
         m->buckets = base_calloc(n_bounds ? n_bounds : 1, sizeof *m->buckets);
     }
     if (!m->name || !m->help || !m->labels || (kind == METRIC_HISTOGRAM && !m->buckets)) {
-        free(m->name);
-        free(m->help);
-        free(m->labels);
-        free(m->buckets);
-        free(m);
+        metric_destroy(m);
         m = NULL;
         goto out;
     }
@@ -96,6 +102,68 @@ metric_t *metrics_histogram(const char *name, const char *help, const char *labe
                             size_t n_bounds)
 {
     return metric_register(METRIC_HISTOGRAM, name, help, labels, bounds, n_bounds);
+}
+
+metric_t *metrics_counter_float(const char *name, const char *help, const char *labels)
+{
+    metric_t *m = metric_register(METRIC_COUNTER, name, help, labels, NULL, 0);
+    if (m)
+        m->fractional = true;
+    return m;
+}
+
+void metrics_unregister(metric_t *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&registry_lock);
+    metric_t *prev = NULL, *it = registry_head;
+    while (it && it != m) {
+        prev = it;
+        it = it->next;
+    }
+    if (it) {
+        if (prev)
+            prev->next = m->next;
+        else
+            registry_head = m->next;
+        if (registry_tail == m)
+            registry_tail = prev;
+        metric_destroy(m);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void metrics_label_value(char *out, size_t outlen, const char *v)
+{
+    size_t o = 0;
+    if (!outlen)
+        return;
+    for (; v && *v; v++) {
+        char esc = *v == '\\' ? '\\' : *v == '"' ? '"' : *v == '\n' ? 'n' : 0;
+        size_t need = esc ? 2 : 1;
+        if (o + need >= outlen)
+            break;
+        if (esc) {
+            out[o++] = '\\';
+            out[o++] = esc;
+        } else {
+            out[o++] = *v;
+        }
+    }
+    out[o] = '\0';
+}
+
+void metric_counter_set(metric_t *m, uint64_t v)
+{
+    if (m)
+        atomic_store_explicit(&m->count, v, memory_order_relaxed);
+}
+
+void metric_add_float(metric_t *m, double v)
+{
+    if (m && v > 0)
+        atomic_fetch_add_explicit(&m->count, (uint64_t)(v * 1e6 + 0.5), memory_order_relaxed);
 }
 
 void metric_add(metric_t *m, uint64_t n)
@@ -161,7 +229,10 @@ static int render_metric(buf_t *out, metric_t *m)
     switch (m->kind) {
     case METRIC_COUNTER:
         rc |= render_series(out, m->name, "", m->labels, NULL);
-        rc |= buf_printf(out, "%llu\n", (unsigned long long)metric_counter_value(m));
+        if (m->fractional)
+            rc |= buf_printf(out, "%.6f\n", (double)metric_counter_value(m) / 1e6);
+        else
+            rc |= buf_printf(out, "%llu\n", (unsigned long long)metric_counter_value(m));
         break;
     case METRIC_GAUGE:
         rc |= render_series(out, m->name, "", m->labels, NULL);
@@ -219,11 +290,7 @@ void metrics_reset(void)
     metric_t *m = registry_head;
     while (m) {
         metric_t *next = m->next;
-        free(m->name);
-        free(m->help);
-        free(m->labels);
-        free(m->buckets);
-        free(m);
+        metric_destroy(m);
         m = next;
     }
     registry_head = registry_tail = NULL;
