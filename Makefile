@@ -4,10 +4,10 @@ SHELL := /bin/bash
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := rdkafka hiredis libcurl libcjson yaml-0.1 libuv libmicrohttpd
+PKGS    := rdkafka hiredis libcurl libcjson yaml-0.1 libuv libmicrohttpd openssl
 DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhiredis-dev \
             libcurl4-openssl-dev libcjson-dev libyaml-dev libuv1-dev libmicrohttpd-dev \
-            redis-server kcat libcmocka-dev curl unzip \
+            redis-server kcat libcmocka-dev libssl-dev curl unzip chromium \
             python3 python3-yaml python3-confluent-kafka python3-prometheus-client
 
 # Lazily expanded, so that a sub-make started after `deps` sees the installed packages.
@@ -71,6 +71,7 @@ UNIT_DEPS_http    := http log base
 UNIT_DEPS_llm     := llm http log base
 UNIT_DEPS_store   := store log base
 UNIT_DEPS_limits  := limits store log base
+UNIT_DEPS_replay  := replay job log base
 UNIT_DEPS_kafka   := kafka log base
 UNIT_DEPS_dev     := dev log base
 unit_libs = $(foreach m,$(or $(UNIT_DEPS_$(1)),$(MODULES)),$(if $(wildcard internal/$(m)/*.c),$(BUILD)/lib/lib$(m).a))
@@ -108,9 +109,14 @@ demo: deps
 	@PARLEY=$(abspath $(BUILD)/parley) bash tests/demo.sh
 
 # Benchmarks: figures of this machine, never part of `make test`.
-bench: deps
+# `make bench`: parley vs the asyncio peer on one stack (tests/bench/bench.py; knobs BENCH_* in its header).
+BENCH_PKGS := python3-aiohttp python3-redis python3-confluent-kafka python3-yaml python3-uvloop
+bench-deps:
+	@missing=; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; apt-get install -y -q $$missing >/dev/null; fi
+bench: deps bench-deps
 	@$(MAKE) --no-print-directory all
-	@for b in tests/bench/*.sh; do echo "bench $$b"; PARLEY=$(abspath $(BUILD)/parley) bash $$b || exit 1; done
+	@PARLEY=$(abspath $(BUILD)/parley) /usr/bin/python3 tests/bench/bench.py
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_<name>.c linked with the modules it exercises.
 FUZZ_SECONDS ?= 30

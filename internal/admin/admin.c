@@ -13,7 +13,7 @@
 #include "base/base.h"
 #include "metrics/metrics.h"
 
-#define ADMIN_MAX_CONNECTIONS 64
+#define ADMIN_MAX_CONNECTIONS      64
 #define ADMIN_CONNECTION_TIMEOUT_S 10
 
 struct admin {
@@ -104,7 +104,8 @@ static enum MHD_Result serve_status(admin_t *a, struct MHD_Connection *conn)
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                              const char *version, const char *upload_data, size_t *upload_size, void **req_cls)
+                              const char *version, const char *upload_data, size_t *upload_size,
+                              void **req_cls)
 {
     admin_t *a = cls;
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -196,7 +197,10 @@ void admin_stop(admin_t *a)
     free(a);
 }
 
-void admin_heartbeat(admin_t *a) { atomic_store_explicit(&a->heartbeat_ms, base_mono_ms(), memory_order_relaxed); }
+void admin_heartbeat(admin_t *a)
+{
+    atomic_store_explicit(&a->heartbeat_ms, base_mono_ms(), memory_order_relaxed);
+}
 
 void admin_set_check(admin_t *a, admin_check_t check, bool ok) { atomic_store(&a->checks[check], ok); }
 

@@ -6,13 +6,14 @@
 #include "base/base.h"
 #include "dev/dev.h"
 
-#define MOCK_MAX_HEADERS    64
-#define MOCK_MAX_HEAD_BYTES (16 * 1024)
-#define MOCK_MAX_BODY_BYTES (8 * 1024 * 1024)
-#define MOCK_MAX_LAST_BYTES 4096
-#define MOCK_PREFIX_BYTES   24
-#define MOCK_MAX_STATUSES   24
-#define MOCK_READ_BUF       (64 * 1024)
+#define MOCK_MAX_HEADERS     64
+#define MOCK_MAX_HEAD_BYTES  (16 * 1024)
+#define MOCK_MAX_BODY_BYTES  (8 * 1024 * 1024)
+#define MOCK_MAX_LAST_BYTES  4096
+#define MOCK_PREFIX_BYTES    24
+#define MOCK_MAX_STATUSES    24
+#define MOCK_MAX_TRACE_BYTES 520
+#define MOCK_READ_BUF        (64 * 1024)
 
 typedef struct {
     int64_t latency_ms, tail_ms, token_ms, fail_status, fail_next, retry_after_s;
@@ -42,6 +43,9 @@ typedef struct {
         int status;
         uint64_t count;
     } statuses[MOCK_MAX_STATUSES];
+    char last_traceparent[MOCK_MAX_TRACE_BYTES]; /* of the last request that had one ("" none) */
+    char last_tracestate[MOCK_MAX_TRACE_BYTES];
+    uint64_t traceparents; /* requests that carried a traceparent */
 } mock_stats_t;
 
 struct dev_mock {

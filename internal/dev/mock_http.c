@@ -543,6 +543,20 @@ static bool hname(const char *line, size_t n, const char *name)
     return n == k && strncasecmp(line, name, k) == 0;
 }
 
+/* Keeps a trace header's value for /stats when it is plain visible ASCII without quotes or backslashes
+ * (so it can be written into JSON as is) and fits; else keeps "". */
+static void keep_trace_header(char *out, const char *val, size_t vlen)
+{
+    out[0] = '\0';
+    if (vlen >= MOCK_MAX_TRACE_BYTES)
+        return;
+    for (size_t i = 0; i < vlen; i++)
+        if (val[i] < 0x20 || val[i] > 0x7e || val[i] == '"' || val[i] == '\\')
+            return;
+    memcpy(out, val, vlen);
+    out[vlen] = '\0';
+}
+
 /* Parses the head in c->in; sets c->need. 0 ok, 1 incomplete, or an HTTP status to fail with. */
 static int parse_head(mock_conn_t *c)
 {
@@ -587,6 +601,11 @@ static int parse_head(mock_conn_t *c)
         } else if (hname(p, nlen, "connection")) {
             if (vlen == 5 && strncasecmp(val, "close", 5) == 0)
                 c->keep_alive = false;
+        } else if (hname(p, nlen, "traceparent")) {
+            keep_trace_header(c->m->stats.last_traceparent, val, vlen);
+            c->m->stats.traceparents++;
+        } else if (hname(p, nlen, "tracestate")) {
+            keep_trace_header(c->m->stats.last_tracestate, val, vlen);
         } else if (hname(p, nlen, "expect")) {
             expect = vlen == 12 && strncasecmp(val, "100-continue", 12) == 0;
         }

@@ -197,11 +197,13 @@ int mock_stats_json(const dev_mock_t *m, buf_t *out)
                  out,
                  "},\"in_flight\":{\"now\":%lld,\"peak\":%lld},\"client_disconnects\":%llu,"
                  "\"cut_streams\":%llu,\"bytes_out\":%llu,\"connections\":{\"open\":%lld,\"total\":%llu},"
-                 "\"first_request_ms\":%lld,\"last_request_ms\":%lld,\"peak_rps\":%llu,\"knobs\":",
+                 "\"first_request_ms\":%lld,\"last_request_ms\":%lld,\"peak_rps\":%llu,"
+                 "\"traceparents\":%llu,\"last_traceparent\":\"%s\",\"last_tracestate\":\"%s\",\"knobs\":",
                  (long long)s->in_flight, (long long)s->in_flight_peak, (unsigned long long)s->disconnects,
                  (unsigned long long)s->cut, (unsigned long long)s->bytes_out, (long long)s->connections_open,
                  (unsigned long long)s->connections_total, (long long)s->first_request_ms,
-                 (long long)s->last_request_ms, (unsigned long long)s->rps_peak);
+                 (long long)s->last_request_ms, (unsigned long long)s->rps_peak,
+                 (unsigned long long)s->traceparents, s->last_traceparent, s->last_tracestate);
     rc = rc ? rc : mock_knobs_json(m, out);
     return rc ? rc : buf_append_str(out, "}");
 }

@@ -45,6 +45,8 @@ int conv_enqueue(conv_map_t *m, ejob_t *j, const char *id, size_t id_len);
 ejob_t *conv_dequeue(conv_map_t *m, ejob_t *j);
 
 /* ---- a job ---- */
+#define ENGINE_TRACEPARENT    56 /* "00-" 32 hex "-" 16 hex "-" 2 hex, NUL */
+#define ENGINE_TRACESTATE_MAX 512
 typedef enum {
     STAGE_NEW = 0,
     STAGE_DEAD_LETTER, /* publishing the dead letter (and the error reply) */
@@ -90,9 +92,23 @@ struct ejob {
     size_t reply_len;
     char *user_entry, *assistant_entry;
     size_t user_entry_len, assistant_entry_len;
+    int64_t store_started_ms, publish_started_ms; /* 0 = stage not entered yet */
+    char traceparent[ENGINE_TRACEPARENT]; /* the job's, or a new trace (observe.c engine_trace_init) */
+    const char *tracestate;               /* into msg's headers, passed on only when valid; NULL none */
+    size_t tracestate_len;
 };
 
 /* ---- the engine (worker.c) ---- */
+typedef enum {
+    STAGE_METRIC_QUEUED = 0,
+    STAGE_METRIC_HISTORY,
+    STAGE_METRIC_LLM,
+    STAGE_METRIC_STORE,
+    STAGE_METRIC_PUBLISH,
+    STAGE_METRIC_TOTAL,
+    STAGE_METRIC_COUNT
+} stage_metric_t;
+
 typedef struct {
     metric_t *jobs[3][JOB_ERR_INTERNAL + 1]; /* by status and error code */
     metric_t *dead_letters;
@@ -103,9 +119,46 @@ typedef struct {
     metric_t *redis_waits;
     metric_t *publish_retries;
     metric_t *stream_publish_failures;
-    metric_t *stage_seconds[4]; /* history, llm, store, total */
-    metric_t **attempts;        /* [provider][outcome] */
+    metric_t *stage_seconds[STAGE_METRIC_COUNT];
+    metric_t **attempts; /* [provider][outcome] */
 } engine_metrics_t;
+
+/* ---- observability (observe.c) ---- */
+#define OBSERVE_N_HTTP 20 /* the fixed codes of observe.c's list, then the classes 1xx..5xx */
+
+typedef struct {
+    char label[160]; /* provider="name" */
+    metric_t *latency, *ttft, *retries, *tokens_in, *tokens_out, *cost, *breaker, *rate_waits, *rate_limited;
+    metric_t *in_flight, *rejected;
+    metric_t *http[OBSERVE_N_HTTP]; /* registered on first use */
+} observe_provider_t;
+
+typedef struct {
+    char *topic;
+    int32_t partition;
+    bool seen;
+    metric_t *lag, *committed;
+} observe_partition_t;
+
+/* Test-only hook: with PARLEY_TEST_BLOCK_LOOP_MS=N in the environment at start, each SIGUSR2 blocks the
+ * loop for N ms (so /healthz can be seen to fail). Without it SIGUSR2 is not handled. */
+typedef struct {
+    uv_timer_t timer;
+    uv_signal_t block_signal;
+    bool block_started;
+    int64_t block_ms;
+    uint64_t rng;
+    uint64_t config_hash;
+    observe_provider_t *providers; /* one per cfg->llm.providers */
+    observe_partition_t *parts;
+    size_t n_parts, cap_parts;
+    kafka_partition_info_t *infos;
+    size_t cap_infos;
+    buf_t status;
+    metric_t *build_info, *hedges, *requests_in_flight, *calls_in_flight, *provider_requests;
+    metric_t *assigned, *paused_partitions, *rebalances, *commits, *commit_failures, *kafka_errors;
+    metric_t *consumed, *duplicates, *redis_up, *redis_requests, *redis_errors[4], *http_in_flight;
+} engine_observe_t;
 
 struct engine {
     uv_loop_t loop;
@@ -134,6 +187,7 @@ struct engine {
     int open_clients; /* clients whose close is still running */
     int exit_code;
     engine_metrics_t m;
+    engine_observe_t obs;
 };
 
 /* job_flow.c */
@@ -142,6 +196,18 @@ void engine_on_message(void *ctx, kafka_message_t *m);
 void engine_job_start(ejob_t *j);
 void engine_retry_due(engine_t *e, bool redis_came_up);
 void engine_abandon_all(engine_t *e);
+/* observe.c: the tick copying module stats into metrics, /readyz providers and /status. */
+int observe_start(engine_t *e);
+void observe_close(engine_t *e); /* closes its handles (the loop is being closed) */
+void observe_free(engine_t *e);  /* after the loop ended */
+/* Per-provider metrics of a finished router call. */
+void observe_router_done(engine_t *e, const router_result_t *res);
+void observe_kafka_error(engine_t *e);
+/* Records ms (≥ 0) in the histogram of a job stage. */
+void observe_stage(engine_t *e, stage_metric_t stage, int64_t ms);
+/* W3C trace context of j from its message headers: a valid traceparent is continued (rewritten as
+ * version 00), anything else starts a new trace; tracestate is kept only with a valid traceparent. */
+void engine_trace_init(ejob_t *j);
 /* worker.c */
 void engine_job_finished(engine_t *e, ejob_t *j);
 void engine_update_backpressure(engine_t *e);

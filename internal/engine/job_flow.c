@@ -9,22 +9,26 @@
 #include "engine/engine_int.h"
 #include "log/log.h"
 
-#define RETRY_REDIS_MS 250
+#define RETRY_REDIS_MS       250
 #define RETRY_PUBLISH_MIN_MS 200
 #define RETRY_PUBLISH_MAX_MS 5000
-#define RETRY_PARSE_MS 100
+#define RETRY_PARSE_MS       100
 
 static void job_begin(ejob_t *j);
 static void job_publish(ejob_t *j);
 static void job_store(ejob_t *j);
 
 static const char *job_id_of(const ejob_t *j) { return j->job ? j->job->job_id : j->perr.job_id; }
-static const char *conv_id_of(const ejob_t *j) { return j->job ? j->job->conversation_id : j->perr.conversation_id; }
+static const char *conv_id_of(const ejob_t *j)
+{
+    return j->job ? j->job->conversation_id : j->perr.conversation_id;
+}
 
 static void job_log_fields_warn(const ejob_t *j, const char *msg, const char *detail)
 {
     log_warn(msg, LOG_S("job_id", job_id_of(j) ? job_id_of(j) : ""),
-             LOG_S("conversation_id", conv_id_of(j) ? conv_id_of(j) : ""), LOG_S("detail", detail ? detail : ""));
+             LOG_S("conversation_id", conv_id_of(j) ? conv_id_of(j) : ""),
+             LOG_S("detail", detail ? detail : ""));
 }
 
 /* An abandoned job (drain timeout) is freed once no callback is owed to it any more. */
@@ -125,8 +129,8 @@ static void dead_letter_publish(ejob_t *j)
     h[n++] = (kafka_header_t){"parley-source-offset", offset, strlen(offset)};
     h[n++] = (kafka_header_t){"parley-source-group", e->cfg->kafka.group_id, strlen(e->cfg->kafka.group_id)};
     j->stage = STAGE_DEAD_LETTER;
-    int rc = kafka_produce(e->producer, e->cfg->kafka.dlq_topic, m->key, m->key_len, m->value, m->value_len, h, n,
-                           on_dead_letter_delivery, j);
+    int rc = kafka_produce(e->producer, e->cfg->kafka.dlq_topic, m->key, m->key_len, m->value, m->value_len,
+                           h, n, on_dead_letter_delivery, j);
     free(h);
     if (rc != 0) {
         job_wait(j, OP_PUBLISH, RETRY_PUBLISH_MIN_MS);
@@ -152,10 +156,12 @@ static void dead_letter(ejob_t *j)
     log_warn("job dead-lettered", LOG_S("job_id", j->perr.job_id ? j->perr.job_id : ""),
              LOG_S("conversation_id", j->perr.conversation_id ? j->perr.conversation_id : ""),
              LOG_S("code", job_error_code_name(j->perr.code)), LOG_S("error", j->perr.message),
-             LOG_S("topic", j->msg->topic), LOG_I("partition", j->msg->partition), LOG_I("offset", j->msg->offset));
+             LOG_S("topic", j->msg->topic), LOG_I("partition", j->msg->partition),
+             LOG_I("offset", j->msg->offset));
     if (!j->reply_topic)
         j->reply_topic = e->cfg->kafka.reply_topic;
-    if (job_error_ids_readable(&j->perr) && reply_error(j, JOB_STATUS_ERROR, j->perr.code, j->perr.message, NULL, 0) != 0)
+    if (job_error_ids_readable(&j->perr) &&
+        reply_error(j, JOB_STATUS_ERROR, j->perr.code, j->perr.message, NULL, 0) != 0)
         log_error("out of memory encoding an error reply", LOG_S("job_id", j->perr.job_id));
     else if (!job_error_ids_readable(&j->perr))
         metric_inc(e->m.jobs[JOB_STATUS_ERROR][j->perr.code]);
@@ -240,6 +246,7 @@ void engine_on_message(void *ctx, kafka_message_t *m)
     j->msg = m;
     j->received_ms = base_mono_ms();
     j->timing = (job_timing_t){-1, -1, -1, -1, -1};
+    engine_trace_init(j);
     j->next = e->jobs;
     if (e->jobs)
         e->jobs->prev = j;
@@ -276,7 +283,8 @@ static void job_redis_failed(ejob_t *j, ejob_op_t op, const char *why)
         }
     } else {
         /* The answer exists: the user gets it even though the turn could not be stored. */
-        job_log_fields_warn(j, "redis unavailable for too long; publishing the reply without storing it", why);
+        job_log_fields_warn(j, "redis unavailable for too long; publishing the reply without storing it",
+                            why);
     }
     job_publish(j);
 }
@@ -291,8 +299,9 @@ static int history_copy(ejob_t *j, const store_begin_result_t *res)
     for (size_t i = 0; i < res->n_entries; i++) {
         job_error_t err;
         memset(&err, 0, sizeof err);
-        if (job_history_entry_parse(res->entries[i].data, res->entries[i].len, j->e->job_limits.max_history_entry_bytes,
-                                    &j->history[j->n_history], &err) == 0)
+        if (job_history_entry_parse(res->entries[i].data, res->entries[i].len,
+                                    j->e->job_limits.max_history_entry_bytes, &j->history[j->n_history],
+                                    &err) == 0)
             j->n_history++;
         else if (err.code == JOB_ERR_INTERNAL) {
             job_error_free(&err);
@@ -343,7 +352,7 @@ static void on_begin(void *ctx, const store_begin_result_t *res)
     }
     j->waiting_since_ms = 0;
     j->timing.history_ms = base_mono_ms() - j->started_ms;
-    metric_observe(j->e->m.stage_seconds[0], (double)j->timing.history_ms / 1000.0);
+    observe_stage(j->e, STAGE_METRIC_HISTORY, j->timing.history_ms);
     if (res->has_reply) { /* answered before (a redelivery): republish the stored final, call nothing */
         char *copy = base_strndup(res->reply.data, res->reply.len);
         if (!copy) {
@@ -378,11 +387,12 @@ static void job_begin(ejob_t *j)
     if (!j->started_ms) {
         j->started_ms = base_mono_ms();
         j->timing.queued_ms = j->started_ms - j->received_ms;
+        observe_stage(j->e, STAGE_METRIC_QUEUED, j->timing.queued_ms);
     }
     const job_t *job = j->job;
     int rc = store_job_begin(j->e->store, STORE_BYTES(job->conversation_id, strlen(job->conversation_id)),
-                             STORE_BYTES(job->job_id, strlen(job->job_id)), job->has_history ? STORE_BEGIN_NO_HISTORY : 0,
-                             on_begin, j);
+                             STORE_BYTES(job->job_id, strlen(job->job_id)),
+                             job->has_history ? STORE_BEGIN_NO_HISTORY : 0, on_begin, j);
     if (rc != STORE_OK) {
         job_redis_failed(j, OP_BEGIN, store_strerror(rc));
         return;
@@ -393,18 +403,6 @@ static void job_begin(ejob_t *j)
 void engine_job_start(ejob_t *j) { job_begin(j); }
 
 /* ---- providers ---- */
-
-static void attempts_count(engine_t *e, const router_result_t *res)
-{
-    for (size_t i = 0; i < res->n_attempts; i++) {
-        const job_attempt_t *a = &res->attempts[i];
-        if (a->outcome == JOB_OUTCOME_SKIPPED && a->reason && strcmp(a->reason, "not_needed") == 0)
-            continue; /* never started: not an attempt */
-        const config_provider_t *p = config_provider_find(e->cfg, a->provider);
-        if (p)
-            metric_inc(e->m.attempts[(size_t)(p - e->cfg->llm.providers) * (JOB_OUTCOME_SKIPPED + 1) + a->outcome]);
-    }
-}
 
 static int reply_ok(ejob_t *j, const router_result_t *res)
 {
@@ -449,14 +447,15 @@ static void on_router_done(void *ctx, const router_result_t *res)
     j->timing.llm_ms = res->llm_ms;
     j->timing.first_token_ms = res->first_token_ms;
     j->timing.total_ms = base_mono_ms() - j->received_ms;
-    metric_observe(e->m.stage_seconds[1], (double)res->llm_ms / 1000.0);
-    attempts_count(e, res);
+    observe_stage(e, STAGE_METRIC_LLM, res->llm_ms);
+    observe_router_done(e, res);
     int rc = res->ok ? reply_ok(j, res)
-                     : reply_error(j, JOB_STATUS_ERROR, JOB_ERR_ALL_PROVIDERS_FAILED, res->error, res->attempts,
-                                   res->n_attempts);
+                     : reply_error(j, JOB_STATUS_ERROR, JOB_ERR_ALL_PROVIDERS_FAILED, res->error,
+                                   res->attempts, res->n_attempts);
     if (rc != 0) {
         /* Without memory for the reply the answer is lost; ask the providers again shortly. */
-        log_error("out of memory encoding a reply; calling the providers again", LOG_S("job_id", j->job->job_id));
+        log_error("out of memory encoding a reply; calling the providers again",
+                  LOG_S("job_id", j->job->job_id));
         job_wait(j, OP_BEGIN, RETRY_PARSE_MS);
         return;
     }
@@ -485,9 +484,10 @@ static void stream_publish(ejob_t *j, char *json, size_t len)
         return;
     }
     const job_t *job = j->job;
-    kafka_header_t h = {"job_id", job->job_id, strlen(job->job_id)};
-    if (kafka_produce(j->e->producer, j->reply_topic, job->conversation_id, strlen(job->conversation_id), json, len,
-                      &h, 1, on_stream_delivery, j) == 0)
+    kafka_header_t h[2] = {{"job_id", job->job_id, strlen(job->job_id)},
+                           {"traceparent", j->traceparent, strlen(j->traceparent)}};
+    if (kafka_produce(j->e->producer, j->reply_topic, job->conversation_id, strlen(job->conversation_id),
+                      json, len, h, 2, on_stream_delivery, j) == 0)
         j->awaiting++;
     else
         metric_inc(j->e->m.stream_publish_failures);
@@ -498,7 +498,8 @@ static void on_router_delta(void *ctx, const char *provider, const char *text, s
 {
     ejob_t *j = ctx;
     size_t n;
-    char *json = job_delta_encode(j->job->job_id, j->job->conversation_id, j->delta_seq++, text, len, provider, &n);
+    char *json =
+        job_delta_encode(j->job->job_id, j->job->conversation_id, j->delta_seq++, text, len, provider, &n);
     stream_publish(j, json, n);
 }
 
@@ -527,12 +528,10 @@ static void job_llm_start(ejob_t *j)
         .has_seed = jp->has_seed,
         .seed = jp->seed,
     };
-    const void *tp = NULL;
-    size_t tp_len = 0;
-    char traceparent[128] = "";
-    if (kafka_message_header(j->msg, "traceparent", &tp, &tp_len) == 0 && tp_len < sizeof traceparent) {
-        memcpy(traceparent, tp, tp_len);
-        traceparent[tp_len] = '\0';
+    char tracestate[ENGINE_TRACESTATE_MAX + 1] = "";
+    if (j->tracestate) {
+        memcpy(tracestate, j->tracestate, j->tracestate_len);
+        tracestate[j->tracestate_len] = '\0';
     }
     int64_t deadline = 0;
     if (j->job->has_deadline)
@@ -543,11 +542,12 @@ static void job_llm_start(ejob_t *j)
         .n_messages = j->n_prompt,
         .params = &params,
         .deadline_mono_ms = deadline,
-        .traceparent = traceparent[0] ? traceparent : NULL,
+        .traceparent = j->traceparent,
+        .tracestate = tracestate[0] ? tracestate : NULL,
         .stream = j->job->stream,
     };
-    router_callbacks_t cbs = {.on_done = on_router_done, .on_delta = on_router_delta, .on_reset = on_router_reset,
-                              .ctx = j};
+    router_callbacks_t cbs = {
+        .on_done = on_router_done, .on_delta = on_router_delta, .on_reset = on_router_reset, .ctx = j};
     char err[256];
     j->stage = STAGE_LLM;
     j->call = router_start(j->e->router, &req, &cbs, err, sizeof err);
@@ -574,10 +574,12 @@ static void on_stored(void *ctx, int err, const char *errmsg)
     }
     if (err != STORE_OK) {
         /* It may have been applied: the retry checks the job key first (OP_COMMIT → begin). */
-        job_redis_failed(j, j->status == JOB_STATUS_OK && j->e->cfg->history.append ? OP_COMMIT : OP_PUT, errmsg);
+        job_redis_failed(j, j->status == JOB_STATUS_OK && j->e->cfg->history.append ? OP_COMMIT : OP_PUT,
+                         errmsg);
         return;
     }
     j->waiting_since_ms = 0;
+    observe_stage(j->e, STAGE_METRIC_STORE, base_mono_ms() - j->store_started_ms);
     job_publish(j);
 }
 
@@ -605,6 +607,8 @@ static void job_store(ejob_t *j)
     store_bytes_t conv = STORE_BYTES(job->conversation_id, strlen(job->conversation_id));
     store_bytes_t id = STORE_BYTES(job->job_id, strlen(job->job_id));
     store_bytes_t reply = STORE_BYTES(j->reply, j->reply_len);
+    if (!j->store_started_ms)
+        j->store_started_ms = base_mono_ms();
     j->stage = STAGE_STORE;
     int rc;
     if (j->status == JOB_STATUS_OK)
@@ -625,7 +629,8 @@ static void job_commit_retry(ejob_t *j)
     const job_t *job = j->job;
     j->stage = STAGE_STORE;
     int rc = store_job_begin(j->e->store, STORE_BYTES(job->conversation_id, strlen(job->conversation_id)),
-                             STORE_BYTES(job->job_id, strlen(job->job_id)), STORE_BEGIN_NO_HISTORY, on_commit_check, j);
+                             STORE_BYTES(job->job_id, strlen(job->job_id)), STORE_BEGIN_NO_HISTORY,
+                             on_commit_check, j);
     if (rc != STORE_OK) {
         job_redis_failed(j, OP_COMMIT, store_strerror(rc));
         return;
@@ -653,8 +658,10 @@ static void on_reply_delivery(void *ctx, const kafka_delivery_t *d)
     }
     metric_inc(j->e->m.replies);
     if (j->job) {
-        metric_observe(j->e->m.stage_seconds[3], (double)(base_mono_ms() - j->received_ms) / 1000.0);
-        log_info("job finished", LOG_S("job_id", j->job->job_id), LOG_S("conversation_id", j->job->conversation_id),
+        observe_stage(j->e, STAGE_METRIC_PUBLISH, base_mono_ms() - j->publish_started_ms);
+        observe_stage(j->e, STAGE_METRIC_TOTAL, base_mono_ms() - j->received_ms);
+        log_info("job finished", LOG_S("job_id", j->job->job_id),
+                 LOG_S("conversation_id", j->job->conversation_id),
                  LOG_S("status", job_status_name(j->status)), LOG_I("queued_ms", j->timing.queued_ms),
                  LOG_I("history_ms", j->timing.history_ms), LOG_I("llm_ms", j->timing.llm_ms),
                  LOG_I("total_ms", base_mono_ms() - j->received_ms));
@@ -670,16 +677,14 @@ static void job_publish(ejob_t *j)
     kafka_header_t h[3];
     size_t n = 0;
     h[n++] = (kafka_header_t){"job_id", job->job_id, strlen(job->job_id)};
-    static const char *const trace_headers[] = {"traceparent", "tracestate"};
-    for (size_t i = 0; i < 2; i++) {
-        const void *v;
-        size_t len;
-        if (kafka_message_header(j->msg, trace_headers[i], &v, &len) == 0)
-            h[n++] = (kafka_header_t){trace_headers[i], v, len};
-    }
+    h[n++] = (kafka_header_t){"traceparent", j->traceparent, strlen(j->traceparent)};
+    if (j->tracestate)
+        h[n++] = (kafka_header_t){"tracestate", j->tracestate, j->tracestate_len};
+    if (!j->publish_started_ms)
+        j->publish_started_ms = base_mono_ms();
     j->stage = STAGE_PUBLISH;
-    if (kafka_produce(e->producer, j->reply_topic, job->conversation_id, strlen(job->conversation_id), j->reply,
-                      j->reply_len, h, n, on_reply_delivery, j) != 0) {
+    if (kafka_produce(e->producer, j->reply_topic, job->conversation_id, strlen(job->conversation_id),
+                      j->reply, j->reply_len, h, n, on_reply_delivery, j) != 0) {
         job_wait(j, OP_PUBLISH, RETRY_PUBLISH_MIN_MS);
         return;
     }

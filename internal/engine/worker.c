@@ -10,7 +10,7 @@
 #include "engine/engine_int.h"
 #include "log/log.h"
 
-#define TICK_MS 50
+#define TICK_MS        50
 #define RESUME_PERCENT 90
 
 /* ---- metrics ---- */
@@ -29,23 +29,29 @@ static int metrics_register(engine_t *e)
             else
                 snprintf(labels, sizeof labels, "status=\"%s\",code=\"%s\"", job_status_name((job_status_t)s),
                          job_error_code_name((job_error_code_t)c));
-            m->jobs[s][c] = metrics_counter("parley_jobs_total", "Jobs finished, by final status and error code", labels);
+            m->jobs[s][c] =
+                metrics_counter("parley_jobs_total", "Jobs finished, by final status and error code", labels);
         }
     m->dead_letters = metrics_counter("parley_dead_letters_total", "Dead letters published", NULL);
-    m->replies = metrics_counter("parley_replies_total", "Final replies published (delivery confirmed)", NULL);
-    m->republished =
-        metrics_counter("parley_replies_republished_total", "Redelivered jobs answered from the stored reply", NULL);
-    m->in_flight = metrics_gauge("parley_jobs_in_flight", "Jobs held by the worker (running or queued)", NULL);
+    m->replies =
+        metrics_counter("parley_replies_total", "Final replies published (delivery confirmed)", NULL);
+    m->republished = metrics_counter("parley_replies_republished_total",
+                                     "Redelivered jobs answered from the stored reply", NULL);
+    m->in_flight =
+        metrics_gauge("parley_jobs_in_flight", "Jobs held by the worker (running or queued)", NULL);
     m->paused = metrics_gauge("parley_consumer_paused", "1 while consumption is paused", NULL);
-    m->redis_waits = metrics_counter("parley_redis_waits_total", "Redis operations retried after a failure", NULL);
-    m->publish_retries = metrics_counter("parley_publish_retries_total", "Reply or dead letter publishes retried", NULL);
-    m->stream_publish_failures =
-        metrics_counter("parley_stream_publish_failures_total", "Delta or reset messages that could not be published", NULL);
-    static const char *const stages[] = {"history", "llm", "store", "total"};
-    for (size_t i = 0; i < 4; i++) {
+    m->redis_waits =
+        metrics_counter("parley_redis_waits_total", "Redis operations retried after a failure", NULL);
+    m->publish_retries =
+        metrics_counter("parley_publish_retries_total", "Reply or dead letter publishes retried", NULL);
+    m->stream_publish_failures = metrics_counter("parley_stream_publish_failures_total",
+                                                 "Delta or reset messages that could not be published", NULL);
+    static const char *const stages[STAGE_METRIC_COUNT] = {"queued", "history", "llm",
+                                                           "store",  "publish", "total"};
+    for (size_t i = 0; i < STAGE_METRIC_COUNT; i++) {
         snprintf(labels, sizeof labels, "stage=\"%s\"", stages[i]);
-        m->stage_seconds[i] = metrics_histogram("parley_stage_duration_seconds", "Time spent per job stage", labels,
-                                                metrics_latency_bounds, metrics_latency_n_bounds);
+        m->stage_seconds[i] = metrics_histogram("parley_stage_duration_seconds", "Time spent per job stage",
+                                                labels, metrics_latency_bounds, metrics_latency_n_bounds);
     }
     size_t n_outcomes = JOB_OUTCOME_SKIPPED + 1;
     m->attempts = base_calloc(e->cfg->llm.n_providers * n_outcomes + 1, sizeof *m->attempts);
@@ -146,6 +152,7 @@ static void on_revoke(void *ctx, const kafka_tp_t *parts, size_t n, bool lost)
 static void on_kafka_error(void *ctx, bool fatal, int code, const char *text)
 {
     engine_t *e = ctx;
+    observe_kafka_error(e);
     if (fatal) {
         log_error("kafka consumer fatal error; stopping", LOG_I("code", code), LOG_S("error", text));
         e->exit_code = 1;
@@ -188,6 +195,7 @@ static void on_client_closed(void *ctx)
     uv_close((uv_handle_t *)&e->drain_timer, NULL);
     uv_close((uv_handle_t *)&e->sigterm, NULL);
     uv_close((uv_handle_t *)&e->sigint, NULL);
+    observe_close(e);
 }
 
 static void on_consumer_closed(void *ctx)
@@ -234,12 +242,14 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     engine_t *e = s->data;
     if (++e->signals > 1) {
-        log_error("second signal: exiting at once", LOG_I("signal", signum), LOG_I("jobs_in_flight", e->in_flight));
+        log_error("second signal: exiting at once", LOG_I("signal", signum),
+                  LOG_I("jobs_in_flight", e->in_flight));
         e->exit_code = 1;
         uv_stop(&e->loop);
         return;
     }
-    log_info("signal: draining in-flight jobs", LOG_I("signal", signum), LOG_I("jobs_in_flight", e->in_flight),
+    log_info("signal: draining in-flight jobs", LOG_I("signal", signum),
+             LOG_I("jobs_in_flight", e->in_flight),
              LOG_I("drain_timeout_ms", e->cfg->worker.drain_timeout_ms));
     e->draining = true;
     kafka_consumer_stop_consuming(e->consumer);
@@ -359,6 +369,10 @@ int engine_worker_run(const config_t *cfg)
     e->tick.data = e->drain_timer.data = e->sigterm.data = e->sigint.data = e;
     if (admin_open(e, err, sizeof err) != 0 || clients_open(e, err, sizeof err) != 0)
         goto out;
+    if (observe_start(e) != 0) {
+        snprintf(err, sizeof err, "out of memory");
+        goto out;
+    }
     uv_timer_start(&e->tick, on_tick, TICK_MS, TICK_MS);
     uv_signal_start(&e->sigterm, on_signal, SIGTERM);
     uv_signal_start(&e->sigint, on_signal, SIGINT);
@@ -375,6 +389,7 @@ int engine_worker_run(const config_t *cfg)
     router_free(e->router);
     conv_map_free(&e->convs);
     free(e->m.attempts);
+    observe_free(e);
     if (uv_loop_close(&e->loop) != 0)
         log_warn("loop closed with handles still open");
     free(e);

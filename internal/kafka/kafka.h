@@ -124,7 +124,7 @@ typedef struct {
     int64_t committable;    /* next offset to commit, -1 when nothing consumed yet */
     size_t held;            /* unfinished jobs of this partition */
     int64_t high_watermark; /* last known end of the log, -1 when unknown */
-    bool paused; /* behind the closed gate */
+    bool paused;            /* behind the closed gate */
     bool revoking;
 } kafka_partition_info_t;
 

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define METRIC_LE_MAX 40
+
 typedef enum { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM } metric_kind_t;
 
 struct metric {
@@ -21,6 +23,7 @@ struct metric {
     const double *bounds;
     size_t n_bounds;
     _Atomic uint64_t *buckets; /* n_bounds (non-cumulative) */
+    char *le;                  /* n_bounds label texts le="…" of METRIC_LE_MAX bytes, formatted once */
     metric_t *next;
 };
 
@@ -39,6 +42,7 @@ static void metric_destroy(metric_t *m)
     free(m->help);
     free(m->labels);
     free(m->buckets);
+    free(m->le);
     free(m);
 }
 
@@ -61,8 +65,11 @@ static metric_t *metric_register(metric_kind_t kind, const char *name, const cha
         m->bounds = bounds;
         m->n_bounds = n_bounds;
         m->buckets = base_calloc(n_bounds ? n_bounds : 1, sizeof *m->buckets);
+        m->le = base_calloc(n_bounds ? n_bounds : 1, METRIC_LE_MAX);
+        for (size_t i = 0; m->le && i < n_bounds; i++)
+            snprintf(m->le + i * METRIC_LE_MAX, METRIC_LE_MAX, "le=\"%g\"", bounds[i]);
     }
-    if (!m->name || !m->help || !m->labels || (kind == METRIC_HISTOGRAM && !m->buckets)) {
+    if (!m->name || !m->help || !m->labels || (kind == METRIC_HISTOGRAM && (!m->buckets || !m->le))) {
         metric_destroy(m);
         m = NULL;
         goto out;
@@ -213,14 +220,62 @@ static const char *kind_name(metric_kind_t k)
     return k == METRIC_COUNTER ? "counter" : k == METRIC_GAUGE ? "gauge" : "histogram";
 }
 
-/* Writes NAME{labels[,extra]} . */
-static int render_series(buf_t *out, const char *name, const char *suffix, const char *labels, const char *extra)
+/* Writes NAME{labels[,extra]} ; pieces are appended, not formatted (a scrape renders hundreds). */
+static int render_series(buf_t *out, const char *name, const char *suffix, const char *labels,
+                         const char *extra)
 {
     bool has = labels && *labels, has_extra = extra && *extra;
-    if (!has && !has_extra)
-        return buf_printf(out, "%s%s ", name, suffix);
-    return buf_printf(out, "%s%s{%s%s%s} ", name, suffix, has ? labels : "", has && has_extra ? "," : "",
-                      has_extra ? extra : "");
+    int rc = buf_append_str(out, name) | buf_append_str(out, suffix);
+    if (has || has_extra) {
+        rc |= buf_append(out, "{", 1);
+        if (has)
+            rc |= buf_append_str(out, labels);
+        if (has && has_extra)
+            rc |= buf_append(out, ",", 1);
+        if (has_extra)
+            rc |= buf_append_str(out, extra);
+        rc |= buf_append(out, "}", 1);
+    }
+    return rc | buf_append(out, " ", 1);
+}
+
+/* Appends v in decimal and a newline. */
+static int render_u64(buf_t *out, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    tmp[--i] = '\n';
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(out, tmp + i, sizeof tmp - i);
+}
+
+static int render_i64(buf_t *out, int64_t v)
+{
+    if (v >= 0)
+        return render_u64(out, (uint64_t)v);
+    return buf_append(out, "-", 1) | render_u64(out, (uint64_t)0 - (uint64_t)v);
+}
+
+/* Appends a value kept in millionths as a decimal with 6 places, and a newline. */
+static int render_micros(buf_t *out, uint64_t micros)
+{
+    char frac[9];
+    uint64_t f = micros % 1000000;
+    for (int i = 6; i >= 1; i--, f /= 10)
+        frac[i] = (char)('0' + f % 10);
+    frac[0] = '.';
+    frac[7] = '\n';
+    char whole[24];
+    size_t i = sizeof whole;
+    uint64_t w = micros / 1000000;
+    do {
+        whole[--i] = (char)('0' + w % 10);
+        w /= 10;
+    } while (w);
+    return buf_append(out, whole + i, sizeof whole - i) | buf_append(out, frac, 8);
 }
 
 static int render_metric(buf_t *out, metric_t *m)
@@ -229,31 +284,27 @@ static int render_metric(buf_t *out, metric_t *m)
     switch (m->kind) {
     case METRIC_COUNTER:
         rc |= render_series(out, m->name, "", m->labels, NULL);
-        if (m->fractional)
-            rc |= buf_printf(out, "%.6f\n", (double)metric_counter_value(m) / 1e6);
-        else
-            rc |= buf_printf(out, "%llu\n", (unsigned long long)metric_counter_value(m));
+        rc |= m->fractional ? render_micros(out, metric_counter_value(m))
+                            : render_u64(out, metric_counter_value(m));
         break;
     case METRIC_GAUGE:
         rc |= render_series(out, m->name, "", m->labels, NULL);
-        rc |= buf_printf(out, "%lld\n", (long long)metric_gauge_value(m));
+        rc |= render_i64(out, metric_gauge_value(m));
         break;
     case METRIC_HISTOGRAM: {
         uint64_t cumulative = 0;
-        char le[48];
         for (size_t i = 0; i < m->n_bounds; i++) {
             cumulative += atomic_load_explicit(&m->buckets[i], memory_order_relaxed);
-            snprintf(le, sizeof le, "le=\"%g\"", m->bounds[i]);
-            rc |= render_series(out, m->name, "_bucket", m->labels, le);
-            rc |= buf_printf(out, "%llu\n", (unsigned long long)cumulative);
+            rc |= render_series(out, m->name, "_bucket", m->labels, m->le + i * METRIC_LE_MAX);
+            rc |= render_u64(out, cumulative);
         }
         uint64_t count = atomic_load_explicit(&m->count, memory_order_relaxed);
         rc |= render_series(out, m->name, "_bucket", m->labels, "le=\"+Inf\"");
-        rc |= buf_printf(out, "%llu\n", (unsigned long long)count);
+        rc |= render_u64(out, count);
         rc |= render_series(out, m->name, "_sum", m->labels, NULL);
-        rc |= buf_printf(out, "%.6f\n", (double)atomic_load_explicit(&m->sum_micros, memory_order_relaxed) / 1e6);
+        rc |= render_micros(out, atomic_load_explicit(&m->sum_micros, memory_order_relaxed));
         rc |= render_series(out, m->name, "_count", m->labels, NULL);
-        rc |= buf_printf(out, "%llu\n", (unsigned long long)count);
+        rc |= render_u64(out, count);
         break;
     }
     }
@@ -271,7 +322,8 @@ int metrics_render(buf_t *out, bool openmetrics)
             size_t len = strlen(m->name);
             int base_len = (int)len;
             /* OpenMetrics names a counter family without _total and its sample with it. */
-            if (openmetrics && m->kind == METRIC_COUNTER && len > 6 && strcmp(m->name + len - 6, "_total") == 0)
+            if (openmetrics && m->kind == METRIC_COUNTER && len > 6 &&
+                strcmp(m->name + len - 6, "_total") == 0)
                 base_len -= 6;
             rc |= buf_printf(out, "# HELP %.*s %s\n", base_len, m->name, m->help);
             rc |= buf_printf(out, "# TYPE %.*s %s\n", base_len, m->name, kind_name(m->kind));

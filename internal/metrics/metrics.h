@@ -28,13 +28,13 @@ void metrics_unregister(metric_t *m);
 /* Writes v into out as a label value, escaping \, " and newlines; truncates to fit. */
 void metrics_label_value(char *out, size_t outlen, const char *v);
 
-void metric_add(metric_t *m, uint64_t n);   /* counter */
-void metric_set(metric_t *m, int64_t v);    /* gauge */
+void metric_add(metric_t *m, uint64_t n); /* counter */
+void metric_set(metric_t *m, int64_t v);  /* gauge */
 void metric_gauge_add(metric_t *m, int64_t d);
 /* Copies a cumulative count kept by another module (store, router, kafka) into a counter. */
 void metric_counter_set(metric_t *m, uint64_t v);
 void metric_add_float(metric_t *m, double v); /* float counter; negative values are ignored */
-void metric_observe(metric_t *m, double v); /* histogram */
+void metric_observe(metric_t *m, double v);   /* histogram */
 static inline void metric_inc(metric_t *m) { metric_add(m, 1); }
 
 uint64_t metric_counter_value(const metric_t *m);

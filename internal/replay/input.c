@@ -7,9 +7,9 @@
 
 #include "replay/replay.h"
 
-#define MAX_ID        256
-#define MAX_MESSAGES  1000
-#define MAX_LINE      (8u * 1024u * 1024u)
+#define MAX_ID       256
+#define MAX_MESSAGES 1000
+#define MAX_LINE     (8u * 1024u * 1024u)
 
 static const char *static_role(const char *r)
 {
@@ -40,9 +40,12 @@ static char *content_text(const cJSON *c, size_t *len)
             return NULL;
         }
     }
-    if (buf_append(&b, "", 0) != 0)
-        return NULL;
-    return buf_steal(&b, len);
+    char *r = buf_steal(&b, len);
+    if (!r) {
+        *len = 0;
+        r = base_strdup("");
+    }
+    return r;
 }
 
 static int parse_messages(const cJSON *arr, replay_line_t *out, char *err, size_t errlen)

@@ -7,8 +7,9 @@
  * there and skips them. DIR/summary.json is computed from results.jsonl (so it always matches it).
  * It owns: the input reader, the set of finished pairs, the result files, the router/limits/http
  * client of a run, its Kafka producer and its reply consumer (partitions assigned by hand, no group).
- * It never blocks its loop after start-up (the reply consumer's metadata and watermark queries run
- * before the loop starts), never logs an API key, and never exits the process. */
+ * It never blocks its loop while work runs (the reply consumer's metadata and watermark queries run
+ * before the loop starts, its rd_kafka_destroy after the last reply), never logs an API key, and never
+ * exits the process. */
 #ifndef PARLEY_REPLAY_H
 #define PARLEY_REPLAY_H
 
@@ -22,13 +23,13 @@ typedef enum { REPLAY_TURNS_LAST = 0, REPLAY_TURNS_EACH } replay_turns_t;
 typedef enum { REPLAY_HISTORY_RECORDED = 0, REPLAY_HISTORY_GENERATED } replay_history_t;
 
 typedef struct {
-    const char *input;       /* IN.jsonl */
-    const char *out_dir;     /* DIR (created when missing) */
-    replay_turns_t turns;    /* default last */
+    const char *input;    /* IN.jsonl */
+    const char *out_dir;  /* DIR (created when missing) */
+    replay_turns_t turns; /* default last */
     replay_history_t history;
     const char *const *compare; /* provider names (in-process) or route names (via Kafka); NULL = route */
     size_t n_compare;
-    const char *route; /* NULL = "default" */
+    const char *route;  /* NULL = "default" */
     size_t concurrency; /* conversations in flight (default 16) */
     bool stream;        /* ask providers to stream (time to first token); default true */
     bool via_kafka;
@@ -42,12 +43,19 @@ void replay_options_init(replay_options_t *o);
 
 /* Runs a replay to the end of the input or to SIGINT/SIGTERM (then stops cleanly: what finished is in
  * results.jsonl, the rest is not started again, summary.json is written). 0 when every pair ended
- * (whatever their status), 1 interrupted, -1 with err on a failure of the run itself (files, config). */
+ * (whatever their status), 1 interrupted, -1 with err on a failure of the run itself (files, clients),
+ * -2 with err on a usage error (a reply topic that is not allowed, an unknown provider or route). */
 int replay_run(const config_t *cfg, const replay_options_t *opts, char *err, size_t errlen);
 
 /* Writes DIR/summary.json from DIR/results.jsonl: per target, count, ok, errors by code, latency and
  * time-to-first-token p50/p95/p99 (nearest rank over ok results), tokens and cost. 0, or -1 and err. */
 int replay_summary_write(const char *dir, char *err, size_t errlen);
+
+/* Writes DIR/report.html from DIR/results.jsonl: one self-contained page (inline SVG, no script, no
+ * network) with per target a latency CDF, a time-to-first-token histogram, p50/p95/p99, errors by
+ * kind, tokens and cost, and the answers of the slowest turns side by side (with their word overlap).
+ * 0, or -1 and err. */
+int replay_report_write(const char *dir, char *err, size_t errlen);
 
 /* Nearest-rank percentile (p in 0..100) of n sorted values; 0 when n is 0. */
 double replay_percentile(const double *sorted, size_t n, double p);
@@ -74,7 +82,7 @@ typedef enum { REPLAY_LINE_CONVERSATION = 0, REPLAY_LINE_BATCH } replay_line_kin
 /* One parsed input line: a recorded conversation, or a Batch request (its body's messages). */
 typedef struct {
     replay_line_kind_t kind;
-    char *id;          /* conversation_id, or custom_id */
+    char *id; /* conversation_id, or custom_id */
     chat_message_t *messages;
     size_t n_messages;
     char *metadata_json; /* NULL when absent */

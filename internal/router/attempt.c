@@ -366,6 +366,9 @@ static bool attempt_retry(attempt_t *a, const http_result_t *res, verdict_t *v)
                  (long long)delay);
         return false;
     }
+    log_warn("provider attempt failed; retrying", LOG_S("provider", p->name),
+             LOG_I("retry", a->record.retries + 1), LOG_I("max_retries", p->max_retries),
+             LOG_I("delay_ms", delay), LOG_S("error", v->text));
     attempt_limits_done(a, v->limits);
     llm_stream_free(a->stream);
     a->stream = NULL;
@@ -412,14 +415,21 @@ static void attempt_send(attempt_t *a)
     char err[256];
     int64_t now = base_mono_ms();
     a->req_started_ms = now;
-    const char *headers[ATTEMPT_MAX_HEADERS + 1];
+    const char *headers[ATTEMPT_MAX_HEADERS + 2];
     size_t n_headers = 0;
     for (size_t i = 0; i < lr->n_headers && n_headers < ATTEMPT_MAX_HEADERS; i++)
         headers[n_headers++] = lr->headers[i];
-    char traceparent[ROUTER_TRACEPARENT + 16];
+    char traceparent[ROUTER_TRACEPARENT + 16], tracestate[ROUTER_TRACESTATE + 16], span[17];
     if (call->traceparent[0]) {
-        snprintf(traceparent, sizeof traceparent, "traceparent: %s", call->traceparent);
+        /* A child span per request: the call's trace id and flags, a new span id. */
+        router_span_id(r, span);
+        snprintf(traceparent, sizeof traceparent, "traceparent: %.36s%s%s", call->traceparent, span,
+                 call->traceparent + 52);
         headers[n_headers++] = traceparent;
+        if (call->tracestate[0]) {
+            snprintf(tracestate, sizeof tracestate, "tracestate: %s", call->tracestate);
+            headers[n_headers++] = tracestate;
+        }
     }
     int64_t remaining = call->deadline_ms > 0 ? call->deadline_ms - now : 0;
     if (call->deadline_ms > 0 && remaining <= 0)

@@ -387,8 +387,10 @@ router_call_t *router_start(router_t *r, const router_request_t *req, const rout
     call->started_ms = base_mono_ms();
     call->first_token_ms = -1;
     call_set_deadline(call, req);
-    if (req->traceparent && strlen(req->traceparent) < 100)
-        snprintf(call->traceparent, sizeof call->traceparent, "%s", req->traceparent);
+    if (req->traceparent && strlen(req->traceparent) == ROUTER_TRACEPARENT - 1)
+        memcpy(call->traceparent, req->traceparent, ROUTER_TRACEPARENT);
+    if (call->traceparent[0] && req->tracestate && strlen(req->tracestate) < ROUTER_TRACESTATE)
+        snprintf(call->tracestate, sizeof call->tracestate, "%s", req->tracestate);
     call->est_tokens = llm_estimate_prompt_tokens(req->messages, req->n_messages);
     router_order(r, route, call->order);
     call_build_requests(call, req);

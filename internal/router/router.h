@@ -82,8 +82,11 @@ typedef struct {
     size_t n_messages;
     const llm_params_t *params; /* NULL = none; copied into the requests at start */
     int64_t deadline_mono_ms;   /* base_mono_ms() instant after which the call fails; 0 = none */
-    const char *traceparent;    /* sent to providers when given (W3C trace context) */
-    bool stream;                /* ask for a stream and hand out deltas */
+    /* W3C trace context (the caller validated both): each HTTP request carries traceparent with the same
+     * trace id and flags and a new random span id, and tracestate as is. NULL = not sent. */
+    const char *traceparent;
+    const char *tracestate;
+    bool stream; /* ask for a stream and hand out deltas */
 } router_request_t;
 
 /* A router for cfg's providers and routes, sending through http, admitting through limits (NULL = no

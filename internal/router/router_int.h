@@ -13,7 +13,8 @@
 #define ROUTER_WINDOW      200   /* latency samples kept per provider and kind */
 #define ROUTER_WINDOW_MS   60000 /* samples older than this are ignored */
 #define ROUTER_WINDOW_MIN  20    /* fewer samples: the auto hedge delay is hedge_max_ms / 2 */
-#define ROUTER_TRACEPARENT 128
+#define ROUTER_TRACEPARENT 56    /* "00-" 32 hex "-" 16 hex "-" 2 hex, NUL */
+#define ROUTER_TRACESTATE  513   /* W3C: at most 512 characters */
 
 /* A provider's recent successful latencies (or times to first token). */
 typedef struct {
@@ -95,6 +96,7 @@ struct router_call {
     const config_route_t *route;
     bool stream;
     char traceparent[ROUTER_TRACEPARENT];
+    char tracestate[ROUTER_TRACESTATE];
     int64_t est_tokens;
     int64_t started_ms;
     int64_t deadline_ms;     /* absolute; 0 = none */
@@ -150,5 +152,7 @@ int64_t router_hedge_delay_for(const router_t *r, const config_route_t *route, s
 void router_order(router_t *r, const config_route_t *route, size_t *order);
 /* Backoff before retry number k (0-based): full jitter over min(max, base * 2^k). */
 int64_t router_backoff_ms(router_t *r, const config_provider_t *p, int k);
+/* A W3C span id: 16 random lowercase hex digits, not all zero, NUL-terminated. */
+void router_span_id(router_t *r, char out[17]);
 
 #endif

@@ -114,3 +114,15 @@ int64_t router_backoff_ms(router_t *r, const config_provider_t *p, int k)
         cap = p->retry_max_ms;
     return (int64_t)(rng_unit(r) * (double)(cap + 1));
 }
+
+void router_span_id(router_t *r, char out[17])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v;
+    do
+        v = rng_next(r);
+    while (v == 0);
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = hex[v & 15];
+    out[16] = '\0';
+}

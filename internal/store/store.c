@@ -29,6 +29,7 @@
 
 #include "base/base.h"
 #include "log/log.h"
+#include "store/tls_bridge.h"
 
 #define STORE_KEY_MAX      (STORE_MAX_PREFIX_BYTES + STORE_MAX_ID_BYTES * 2 + 32)
 #define STORE_MAX_MESSAGES 100000
@@ -101,6 +102,8 @@ struct store {
     char endpoint[300]; /* host:port or socket path, for messages */
 
     redisAsyncContext *ac;
+    store_tls_ctx_t *tls;       /* rediss:// only */
+    store_tls_bridge_t *bridge; /* the TLS relay of the current connection (rediss://) */
     conn_state_t state;
     uv_timer_t conn_timer; /* the backoff wait, then the connect deadline */
     uv_timer_t req_timer;  /* the earliest request deadline, or the stall check */
@@ -132,6 +135,7 @@ struct store {
 };
 
 static void conn_start(store_t *s);
+static void conn_down(store_t *s, const char *why, bool drop);
 static void req_timer_cb(uv_timer_t *t);
 static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv);
 static void backoff_cb(uv_timer_t *t) { conn_start(t->data); }
@@ -344,16 +348,13 @@ int store_url_parse(const char *url, store_url_t *out, char *err, size_t errlen)
         snprintf(err, errlen, "redis url: empty");
         goto out;
     }
-    if (strncmp(url, rediss_s, sizeof rediss_s - 1) == 0) {
-        snprintf(err, errlen, "rediss:// needs TLS support, not available with hiredis 0.14");
-        goto out;
-    }
+    out->tls = strncmp(url, rediss_s, sizeof rediss_s - 1) == 0;
     bool is_unix = strncmp(url, unix_s, sizeof unix_s - 1) == 0;
-    if (!is_unix && strncmp(url, redis_s, sizeof redis_s - 1) != 0) {
+    if (!is_unix && !out->tls && strncmp(url, redis_s, sizeof redis_s - 1) != 0) {
         snprintf(err, errlen, "redis url: scheme must be redis://, rediss:// or unix://");
         goto out;
     }
-    const char *rest = url + (is_unix ? sizeof unix_s - 1 : sizeof redis_s - 1);
+    const char *rest = url + (is_unix ? sizeof unix_s - 1 : out->tls ? sizeof rediss_s - 1 : sizeof redis_s - 1);
     const char *at = is_unix ? (*rest == '/' ? NULL : strstr(rest, "@/")) : strrchr(rest, '@');
     if (at) {
         if (parse_userinfo(rest, (size_t)(at - rest), out, err, errlen) < 0)
@@ -461,6 +462,30 @@ static uint64_t backoff_ms(store_t *s)
     return d / 2 + s->rng % (d / 2 + 1);
 }
 
+static void bridge_freed(void *ctx)
+{
+    store_t *s = ctx;
+    s->open_handles--;
+    maybe_finish_close(s);
+}
+
+/* Closes the TLS relay of the current connection, if any. */
+static void bridge_drop(store_t *s)
+{
+    store_tls_bridge_t *b = s->bridge;
+    s->bridge = NULL;
+    if (b)
+        store_tls_bridge_free(b, bridge_freed, s);
+}
+
+/* The TLS relay failed (handshake, certificate, Redis gone): the connection fails with its reason. */
+static void bridge_error(void *ctx, const char *why)
+{
+    store_t *s = ctx;
+    if (s->bridge && !s->closing)
+        conn_down(s, why, true);
+}
+
 /* The connection is gone or never came up: record why, schedule the next attempt, tell the owner.
  * drop: free the hiredis context here (false when hiredis is freeing it itself). */
 static void conn_down(store_t *s, const char *why, bool drop)
@@ -468,6 +493,7 @@ static void conn_down(store_t *s, const char *why, bool drop)
     redisAsyncContext *ac = s->ac;
     bool was_up = s->state == CONN_UP;
     s->ac = NULL;
+    bridge_drop(s);
     s->state = CONN_WAITING;
     s->st.up = false;
     snprintf(s->last_error, sizeof s->last_error, "redis %.200s: %.250s", s->endpoint, why);
@@ -572,12 +598,33 @@ static int send_handshake(store_t *s, redisAsyncContext *ac)
     return rc == REDIS_OK ? 0 : -1;
 }
 
+/* The local port of a TCP socket (0 if unknown). */
+static int local_port(int fd)
+{
+    struct sockaddr_in self;
+    socklen_t len = sizeof self;
+    if (getsockname(fd, (struct sockaddr *)&self, &len) != 0 || self.sin_family != AF_INET)
+        return 0;
+    return ntohs(self.sin_port);
+}
+
 /* Opens the hiredis connection to a numeric address (or the socket path) and queues the handshake. */
 static void conn_open(store_t *s, const char *addr)
 {
     char why[STORE_ERR_MAX];
-    redisAsyncContext *ac =
-        s->url.is_unix ? redisAsyncConnectUnix(addr) : redisAsyncConnect(addr, s->url.port);
+    redisAsyncContext *ac;
+    if (s->tls) { /* hiredis talks to the relay on loopback; the relay talks TLS to addr */
+        s->bridge = store_tls_bridge_new(s->loop, s->tls, addr, s->url.port, s->url.host, bridge_error, s, why,
+                                         sizeof why);
+        if (!s->bridge) {
+            conn_down(s, why, false);
+            return;
+        }
+        s->open_handles++;
+        ac = redisAsyncConnect("127.0.0.1", store_tls_bridge_port(s->bridge));
+    } else {
+        ac = s->url.is_unix ? redisAsyncConnectUnix(addr) : redisAsyncConnect(addr, s->url.port);
+    }
     if (!ac) {
         conn_down(s, "out of memory", false);
         return;
@@ -597,6 +644,8 @@ static void conn_open(store_t *s, const char *addr)
     }
     if (!s->url.is_unix)
         setsockopt(ac->c.fd, SOL_SOCKET, SO_KEEPALIVE, &(int){1}, sizeof(int));
+    if (s->bridge)
+        store_tls_bridge_expect(s->bridge, local_port(ac->c.fd));
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     s->ac = ac;
@@ -1317,9 +1366,12 @@ store_t *store_new(uv_loop_t *loop, const store_options_t *opts, char *err, size
         goto nomem;
     if (store_url_parse(opts->url, &s->url, err, errlen) < 0)
         goto fail;
+    if (s->url.tls && !(s->tls = store_tls_ctx_new(opts->ca_file, err, errlen)))
+        goto fail;
     s->loop = loop;
     s->o = *opts;
     s->o.url = NULL;
+    s->o.ca_file = NULL;
     s->prefix_len = strlen(opts->key_prefix);
     s->entries_cap = (size_t)opts->history_max_messages;
     if (!(s->prefix = base_strdup(opts->key_prefix)) ||
@@ -1348,6 +1400,7 @@ nomem:
     snprintf(err, errlen, "store: out of memory");
 fail:
     if (s) {
+        store_tls_ctx_free(s->tls);
         store_url_free(&s->url);
         free(s->prefix);
         free(s->client_name);
@@ -1382,6 +1435,7 @@ static void maybe_finish_close(store_t *s)
         free(sc->body);
         free(sc);
     }
+    store_tls_ctx_free(s->tls);
     store_url_free(&s->url);
     free(s->prefix);
     free(s->client_name);
@@ -1406,6 +1460,7 @@ void store_close(store_t *s, void (*on_closed)(void *ctx), void *ctx)
         uv_cancel((uv_req_t *)&s->gai);
     uv_close((uv_handle_t *)&s->conn_timer, timer_closed);
     uv_close((uv_handle_t *)&s->req_timer, timer_closed);
+    bridge_drop(s);
     if (ac)
         redisAsyncFree(ac); /* owed requests complete with STORE_ERR_CLOSED */
 }

@@ -3,7 +3,9 @@
  * generic primitive, store_eval, that runs another module's Lua script atomically (limits' fleet-wide
  * rate budgets).
  * It owns one hiredis async connection on the caller's libuv loop, its handshake (AUTH, SELECT,
- * CLIENT SETNAME), reconnection with jittered exponential backoff, and a deadline per command.
+ * CLIENT SETNAME), reconnection with jittered exponential backoff, and a deadline per command. For
+ * rediss:// (hiredis 0.14 has no TLS) hiredis talks to an in-process relay on 127.0.0.1 that speaks
+ * TLS to Redis (peer and host name verified, TLS 1.2+; see tls_bridge.h).
  * It never blocks the loop (names are resolved with uv_getaddrinfo), never queues commands while
  * Redis is down (they fail fast with STORE_ERR_UNAVAILABLE; the caller waits for on_state(true)),
  * never parses the JSON it stores, and never puts the Redis password in a log line or message.
@@ -57,6 +59,8 @@ typedef struct {
     const char *url;              /* see store_url_parse; holds the password: never logged */
     const char *key_prefix;       /* P; default "parley" */
     const char *client_name;      /* CLIENT SETNAME; NULL or "" sends none */
+    const char *ca_file;          /* rediss://: the CA bundle the server's certificate must chain to; NULL
+                                     or "" = the system store. Read once by store_new */
     int64_t idempotency_ttl_s;    /* job key TTL; 0 = no expiry */
     int64_t history_max_messages; /* entries loaded (newest N); 0 = load none */
     int64_t history_max_len;      /* entries kept after an append (>= 1 when append) */
@@ -191,10 +195,10 @@ typedef struct {
 void store_stats(const store_t *s, store_stats_t *out);
 
 /* A parsed redis.url: redis://[user[:password]@]host[:port][/db] (user and password
- * percent-decoded; host may be [v6]), unix://[user[:password]@]/path[?db=N]. rediss:// is refused:
- * hiredis 0.14 has no TLS. */
+ * percent-decoded; host may be [v6]), rediss://... (the same, over TLS), unix://[user[:password]@]/path[?db=N]. */
 typedef struct {
     bool is_unix;
+    bool tls; /* rediss:// */
     char *host; /* or the socket path */
     int port;
     char *user;     /* NULL when absent */

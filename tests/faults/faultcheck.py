@@ -9,6 +9,10 @@
         by code, lost, duplicate finals) and fails when a job has no final, when a job's finals
         differ, when an error code is not allowed, or (--history) when a conversation's history is
         not exactly its ok turns, in order, once. Appends the line to $FAULT_FIGURES when set.
+  faultcheck.py commits COMMITTED JOBS_DUMP REPLIES_DUMP
+        COMMITTED is `kafkatool committed` JSON read before REPLIES_DUMP was collected; JOBS_DUMP is
+        the jobs topic collected with partitions and offsets. Fails when a job below a committed
+        offset has no final reply yet (an offset committed before its reply was written).
   faultcheck.py rss FILE [--max-growth-kb K]
         fails when the last quarter of the RSS samples is more than K above the second quarter.
 """
@@ -71,6 +75,25 @@ def summary(a):
         print(f"histories exact for {len(by_conv)} conversations")
 
 
+def commits(a):
+    committed = {int(p): o for p, o in json.load(open(a.committed)).items()}
+    answered = set()
+    for l in open(a.replies):
+        v = json.loads(l)["value"]
+        if isinstance(v, dict) and v.get("type") == "final":
+            answered.add(v["job_id"])
+    covered = bad = 0
+    for l in open(a.jobs_dump):
+        r = json.loads(l)
+        if r["offset"] < committed.get(r["partition"], -1):
+            covered += 1
+            v = r["value"]
+            if not (isinstance(v, dict) and v.get("job_id") in answered):
+                bad += 1
+    print(f"committed offsets cover {covered} jobs; {bad} of them without a final reply")
+    assert bad == 0, f"{bad} jobs committed before their reply was written"
+
+
 def rss(a):
     v = [int(x) for x in open(a.file) if x.strip()]
     assert len(v) >= 8, f"too few RSS samples: {v}"
@@ -90,9 +113,11 @@ def main():
     s = sub.add_parser("summary"); s.add_argument("name"); s.add_argument("jobs"); s.add_argument("replies")
     s.add_argument("--allow", action="append", default=[]); s.add_argument("--history")
     s.add_argument("--note", default="")
+    s = sub.add_parser("commits"); s.add_argument("committed"); s.add_argument("jobs_dump")
+    s.add_argument("replies")
     s = sub.add_parser("rss"); s.add_argument("file"); s.add_argument("--max-growth-kb", type=int, default=8192)
     a = ap.parse_args()
-    {"jobs": jobs, "summary": summary, "rss": rss}[a.cmd](a)
+    {"jobs": jobs, "summary": summary, "commits": commits, "rss": rss}[a.cmd](a)
 
 
 if __name__ == "__main__":

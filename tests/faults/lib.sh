@@ -45,3 +45,16 @@ calls() {
     done
     echo "$n"
 }
+
+# On failure, keep every log of the test under $FAULT_KEEP_DIR/<test>/ (default build/test-logs/faults).
+eval "integration_$(declare -f cleanup)"
+cleanup() {
+    local rc=$?
+    if [ $rc -ne 0 ]; then
+        local keep="${FAULT_KEEP_DIR:-$HERE/../../build/test-logs/faults}/$(basename "$0" .sh)"
+        mkdir -p "$keep" && cp "$T"/*.log "$T"/*.jsonl "$keep/" 2>/dev/null || true
+        echo "logs kept in $keep"
+    fi
+    (exit $rc)
+    integration_cleanup
+}

@@ -1,6 +1,7 @@
 /* test_store.c — the store against a real redis-server started per test on a free loopback port:
  * begin/commit/put-reply and the keys they leave, limits, AUTH/ACL/SELECT, unix socket, outage and
- * reconnect, command timeouts with late replies, stalls, connect timeouts, close with requests owed.
+ * reconnect, command timeouts with late replies, stalls, connect timeouts, close with requests owed;
+ * rediss:// against a TLS redis-server with a CA and certificates made per test with openssl(1).
  * A synchronous hiredis client checks what is in Redis (sync is fine here, never in the module). */
 #include <dirent.h>
 #include <setjmp.h>
@@ -35,7 +36,9 @@ typedef struct {
     int port;
     pid_t pid;
     const char *password; /* requirepass of the server, for the test's own client */
-    const char *extra[4]; /* extra redis-server arguments (NULL ends them) */
+    const char *extra[16]; /* extra redis-server arguments (NULL ends them) */
+    int tls_port;          /* rediss:// tests: the server's --tls-port */
+    char file[6][160];     /* rediss:// tests: ca.crt, server.crt, server.key, other-ca.crt, host.crt, host.key */
     uv_loop_t loop;
     uv_timer_t tick;
     store_t *store;
@@ -126,10 +129,10 @@ static void redis_start(fx_t *f)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        const char *argv[24] = {"redis-server", "--port", port,    "--bind", "127.0.0.1", "--save", "",
+        const char *argv[40] = {"redis-server", "--port", port,    "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no",     "--dir", f->dir};
         size_t n = 11;
-        for (size_t i = 0; i < 4 && f->extra[i]; i++)
+        for (size_t i = 0; i < BASE_ARRAY_LEN(f->extra) && f->extra[i]; i++)
             argv[n++] = f->extra[i];
         execvp("redis-server", (char *const *)argv);
         _exit(127);
@@ -382,8 +385,18 @@ static void url_parsing(void **state)
     assert_int_equal(u.db, 2);
     store_url_free(&u);
 
-    assert_int_equal(store_url_parse("rediss://:" PASSWORD "@h:6380", &u, err, sizeof err), -1);
-    assert_string_equal(err, "rediss:// needs TLS support, not available with hiredis 0.14");
+    assert_int_equal(store_url_parse("rediss://app:" PASSWORD "@h:6380/2", &u, err, sizeof err), 0);
+    assert_true(u.tls);
+    assert_false(u.is_unix);
+    assert_string_equal(u.host, "h");
+    assert_int_equal(u.port, 6380);
+    assert_string_equal(u.user, "app");
+    assert_string_equal(u.password, PASSWORD);
+    assert_int_equal(u.db, 2);
+    store_url_free(&u);
+    assert_int_equal(store_url_parse("redis://h", &u, err, sizeof err), 0);
+    assert_false(u.tls);
+    store_url_free(&u);
     const char *bad[] = {"",
                          "http://h",
                          "redis://",
@@ -869,6 +882,229 @@ static void connect_timeout(void **state)
     assert_true(base_mono_ms() - t0 < o.connect_timeout_ms / 2); /* seen at once, not by the deadline */
 }
 
+/* ---- rediss:// ---------------------------------------------------------------------------- */
+
+enum { F_CA, F_CRT, F_KEY, F_OTHER_CA, F_HOST_CRT, F_HOST_KEY };
+
+/* Makes, in f->dir: a CA, a server certificate it signed for 127.0.0.1 and localhost, a second
+ * (unrelated) CA, and a certificate of the first CA for another host name only. */
+static void make_certs(fx_t *f)
+{
+    static const char *const names[] = {"ca.crt", "server.crt", "server.key", "other-ca.crt", "host.crt",
+                                        "host.key"};
+    char cmd[2048];
+    for (size_t i = 0; i < BASE_ARRAY_LEN(names); i++)
+        snprintf(f->file[i], sizeof f->file[i], "%s/%s", f->dir, names[i]);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && exec >>openssl.log 2>&1 && set -e && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=parley-test-ca && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout o.key -out other-ca.crt -days 2 -subj /CN=other-ca && "
+             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' >san.ext && "
+             "printf 'subjectAltName=DNS:other.example\\n' >host.ext && "
+             "for c in server:san host:host; do n=${c%%:*}; "
+             "openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=127.0.0.1 && "
+             "openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
+             "-extfile ${c##*:}.ext -out $n.crt; done && chmod 644 *.key",
+             f->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Restarts the server with TLS on a second port, the given certificate, and requirepass PASSWORD. */
+static void tls_restart(fx_t *f, int crt, int key)
+{
+    static char tls_port[16];
+    redis_stop(f);
+    f->tls_port = free_port();
+    snprintf(tls_port, sizeof tls_port, "%d", f->tls_port);
+    const char *extra[] = {"--tls-port",         tls_port, "--tls-cert-file", f->file[crt], "--tls-key-file",
+                           f->file[key],         "--tls-ca-cert-file", f->file[F_CA], "--tls-auth-clients",
+                           "no",                 "--requirepass", PASSWORD};
+    memcpy(f->extra, extra, sizeof extra);
+    f->password = PASSWORD;
+    redis_start(f);
+}
+
+static int setup_tls(void **state)
+{
+    int rc = setup_common(state, NULL, NULL, NULL);
+    fx_t *f = *state;
+    make_certs(f);
+    tls_restart(f, F_CRT, F_KEY);
+    return rc;
+}
+
+/* Options for rediss://USERINFO@HOST:tls_port/DB with ca_file (the url buffer is the caller's). */
+static void tls_options(fx_t *f, store_options_t *o, char *url, size_t urllen, const char *userinfo,
+                        const char *host, int db, const char *ca_file)
+{
+    test_options(f, o, url, urllen);
+    snprintf(url, urllen, "rediss://%s@%s:%d/%d", userinfo, host, f->tls_port, db);
+    o->ca_file = ca_file;
+}
+
+/* Waits until the store has failed to connect `attempts` times; its last error. */
+static const char *tls_failure(fx_t *f, const store_options_t *o, unsigned attempts)
+{
+    char err[256];
+    store_stats_t st = {0};
+    f->store = store_new(&f->loop, o, err, sizeof err);
+    assert_non_null(f->store);
+    RUN_UNTIL(f, (store_stats(f->store, &st), st.connect_failures >= attempts), 5000);
+    assert_true(st.connect_failures >= attempts); /* it keeps trying, as with any failed connect */
+    assert_int_equal(f->ups, 0);
+    assert_false(store_is_up(f->store));
+    assert_null(strstr(store_last_error(f->store), PASSWORD));
+    return store_last_error(f->store);
+}
+
+static void tls_round_trip_and_reconnect(void **state)
+{
+    fx_t *f = *state;
+    store_options_t o;
+    char url[256];
+    tls_options(f, &o, url, sizeof url, ":" PASSWORD, "127.0.0.1", 0, f->file[F_CA]);
+    store_up(f, &o);
+    assert_int_equal(do_commit(f, S("c"), "j", "u", "a", "final"), STORE_OK);
+    res_t r = do_begin(f, S("c"), "j", 0);
+    assert_int_equal(r.err, STORE_OK);
+    assert_true(r.has_reply);
+    assert_memory_equal(r.reply, "final", 5);
+    assert_int_equal(r.n_entries, 2);
+    redisReply *info = sync_cmd(f, "INFO clients");
+    assert_non_null(strstr(info->str, "connected_clients:2")); /* the store's (TLS) one, and this one */
+    freeReplyObject(info);
+
+    redis_stop(f); /* an outage: the store goes down and comes back through a new bridge */
+    RUN_UNTIL(f, f->downs > 0, 3000);
+    assert_int_equal(f->downs, 1);
+    redis_start(f);
+    RUN_UNTIL(f, f->ups > 1, 5000);
+    assert_int_equal(f->ups, 2);
+    assert_int_equal(do_commit(f, S("c"), "j2", "u", "a", "again"), STORE_OK);
+}
+
+/* A reply larger than every bridge buffer and queue bound comes back whole. */
+typedef struct {
+    int calls, err;
+    size_t len;
+    bool same;
+    const char *want;
+} big_t;
+
+static void big_begin_cb(void *ctx, const store_begin_result_t *r)
+{
+    big_t *b = ctx;
+    b->calls++;
+    b->err = r->err;
+    b->len = r->has_reply ? r->reply.len : 0;
+    b->same = r->has_reply && memcmp(r->reply.data, b->want, r->reply.len) == 0;
+}
+
+static void tls_large_values(void **state)
+{
+    fx_t *f = *state;
+    store_options_t o;
+    char url[256];
+    size_t n = 3 * 1024 * 1024 + 7;
+    char *big = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)('a' + (i * 7919) % 26);
+    tls_options(f, &o, url, sizeof url, ":" PASSWORD, "localhost", 0, f->file[F_CA]); /* by name: SNI */
+    store_up(f, &o);
+    res_t w = {0};
+    assert_int_equal(store_job_put_reply(f->store, S("c"), S("big"), STORE_BYTES(big, n), done_cb, &w), 0);
+    RUN_UNTIL(f, w.calls > 0, 5000);
+    assert_int_equal(w.err, STORE_OK);
+    big_t b = {.want = big};
+    assert_int_equal(store_job_begin(f->store, S("c"), S("big"), STORE_BEGIN_NO_HISTORY, big_begin_cb, &b), 0);
+    RUN_UNTIL(f, b.calls > 0, 5000);
+    assert_int_equal(b.err, STORE_OK);
+    assert_int_equal(b.len, n);
+    assert_true(b.same);
+    free(big);
+}
+
+static void tls_acl_user_and_db(void **state)
+{
+    fx_t *f = *state;
+    freeReplyObject(sync_cmd(f, "ACL SETUSER app on >app-pw ~parley:* +@all"));
+    store_options_t o;
+    char url[256];
+    tls_options(f, &o, url, sizeof url, "app:app-pw", "127.0.0.1", 2, f->file[F_CA]);
+    store_up(f, &o);
+    assert_int_equal(do_commit(f, S("c"), "j", "u", "a", "r"), STORE_OK);
+    redisContext *c = sync_connect(f);
+    freeReplyObject(redisCommand(c, "SELECT 2"));
+    redisReply *r = redisCommand(c, "GET parley:{c}:job:j");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    assert_string_equal(r->str, "r");
+    freeReplyObject(r);
+    r = redisCommand(c, "CLIENT LIST");
+    assert_non_null(strstr(r->str, "user=app"));
+    freeReplyObject(r);
+    redisFree(c);
+    store_down(f);
+    f->ups = 0;
+    tls_options(f, &o, url, sizeof url, "app:wrong-pw", "127.0.0.1", 2, f->file[F_CA]);
+    const char *why = tls_failure(f, &o, 1);
+    assert_non_null(strstr(why, "AUTH failed"));
+    assert_null(strstr(why, "wrong-pw"));
+}
+
+static void tls_wrong_ca_fails(void **state)
+{
+    fx_t *f = *state;
+    store_options_t o;
+    char url[256];
+    tls_options(f, &o, url, sizeof url, ":" PASSWORD, "127.0.0.1", 0, f->file[F_OTHER_CA]);
+    const char *why = tls_failure(f, &o, 2);
+    assert_non_null(strstr(why, "tls handshake failed: certificate verify failed"));
+    assert_non_null(strstr(why, "local issuer"));
+}
+
+static void tls_system_store_fails(void **state)
+{
+    fx_t *f = *state;
+    store_options_t o;
+    char url[256];
+    tls_options(f, &o, url, sizeof url, ":" PASSWORD, "127.0.0.1", 0, ""); /* our CA is in no system store */
+    assert_non_null(strstr(tls_failure(f, &o, 1), "certificate verify failed"));
+}
+
+static void tls_host_name_mismatch_fails(void **state)
+{
+    fx_t *f = *state;
+    tls_restart(f, F_HOST_CRT, F_HOST_KEY); /* the right CA, but a certificate for other.example */
+    store_options_t o;
+    char url[256];
+    tls_options(f, &o, url, sizeof url, ":" PASSWORD, "127.0.0.1", 0, f->file[F_CA]);
+    const char *why = tls_failure(f, &o, 1);
+    assert_non_null(strstr(why, "certificate verify failed"));
+    assert_non_null(strstr(why, "mismatch"));
+}
+
+static void tls_to_a_plain_port_fails(void **state)
+{
+    fx_t *f = *state;
+    store_options_t o;
+    char url[256];
+    tls_options(f, &o, url, sizeof url, ":" PASSWORD, "127.0.0.1", 0, f->file[F_CA]);
+    snprintf(url, sizeof url, "rediss://:" PASSWORD "@127.0.0.1:%d", f->port); /* the plain-text port */
+    const char *why = tls_failure(f, &o, 1);
+    assert_true(strstr(why, "tls handshake failed") || strstr(why, "connection closed by redis"));
+}
+
+static void tls_bad_ca_file_is_refused(void **state)
+{
+    fx_t *f = *state;
+    store_options_t o;
+    char url[256], err[256];
+    tls_options(f, &o, url, sizeof url, ":" PASSWORD, "127.0.0.1", 0, "/nonexistent/ca.pem");
+    assert_null(store_new(&f->loop, &o, err, sizeof err));
+    assert_non_null(strstr(err, "redis.ca_file /nonexistent/ca.pem"));
+    assert_null(strstr(err, PASSWORD));
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -893,6 +1129,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(ipv6_literal, setup_v6, teardown),
         cmocka_unit_test_setup_teardown(close_with_requests_owed, setup, teardown),
         cmocka_unit_test_setup_teardown(connect_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(tls_round_trip_and_reconnect, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(tls_large_values, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(tls_acl_user_and_db, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(tls_wrong_ca_fails, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(tls_system_store_fails, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(tls_host_name_mismatch_fails, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(tls_to_a_plain_port_fails, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(tls_bad_ca_file_is_refused, setup_tls, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
