@@ -1,5 +1,5 @@
 # parley image: a Debian bookworm build stage, then a slim runtime with only the shared libraries parley
-# links (librdkafka, hiredis, libcurl, cJSON, libyaml, libuv, libmicrohttpd) and a non-root user.
+# links (librdkafka, hiredis, libcurl, cJSON, libyaml, libuv, libmicrohttpd, OpenSSL) and a non-root user.
 #   docker build -t parley:0.1.0 .
 #   docker run --rm -v $PWD/configs/parley.yaml:/etc/parley/parley.yaml:ro -p 9090:9090 parley:0.1.0
 # tests/integration/30_helm_chart.sh checks that the runtime packages exist and cover `ldd build/parley`.
@@ -10,7 +10,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential pkg-config \
       librdkafka-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libuv1-dev \
-      libmicrohttpd-dev \
+      libmicrohttpd-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -22,7 +22,7 @@ FROM debian:bookworm-slim
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      librdkafka1 libhiredis0.14 libcurl4 libcjson1 libyaml-0-2 libuv1 libmicrohttpd12 ca-certificates \
+      librdkafka1 libhiredis0.14 libcurl4 libcjson1 libyaml-0-2 libuv1 libmicrohttpd12 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 parley \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

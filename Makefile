@@ -72,6 +72,7 @@ UNIT_DEPS_llm     := llm http log base
 UNIT_DEPS_store   := store log base
 UNIT_DEPS_limits  := limits store log base
 UNIT_DEPS_replay  := replay job log base
+UNIT_DEPS_admin   := admin metrics log base
 UNIT_DEPS_kafka   := kafka log base
 UNIT_DEPS_dev     := dev log base
 unit_libs = $(foreach m,$(or $(UNIT_DEPS_$(1)),$(MODULES)),$(if $(wildcard internal/$(m)/*.c),$(BUILD)/lib/lib$(m).a))

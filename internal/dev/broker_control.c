@@ -25,10 +25,13 @@ static const struct {
     const char *name;
     int16_t key;
 } api_names[] = {
-    {"Produce", 0},       {"Fetch", 1},           {"ListOffsets", 2}, {"Metadata", 3},
-    {"OffsetCommit", 8},  {"OffsetFetch", 9},     {"FindCoordinator", 10}, {"JoinGroup", 11},
-    {"Heartbeat", 12},    {"LeaveGroup", 13},     {"SyncGroup", 14},  {"ApiVersions", 18},
-    {"InitProducerId", 22}, {"OffsetForLeaderEpoch", 23},
+    {"Produce", 0},          {"Fetch", 1},
+    {"ListOffsets", 2},      {"Metadata", 3},
+    {"OffsetCommit", 8},     {"OffsetFetch", 9},
+    {"FindCoordinator", 10}, {"JoinGroup", 11},
+    {"Heartbeat", 12},       {"LeaveGroup", 13},
+    {"SyncGroup", 14},       {"ApiVersions", 18},
+    {"InitProducerId", 22},  {"OffsetForLeaderEpoch", 23},
 };
 
 /* A decimal integer in [lo, hi] from s; -1 (and *ok false) when absent or bad. */
@@ -73,7 +76,8 @@ static const char *q(struct MHD_Connection *c, const char *k)
 }
 
 /* Runs one control request; 0 and a message in out, or an HTTP status and a message. */
-static int control(dev_broker_control_t *bc, struct MHD_Connection *c, const char *url, char *out, size_t outlen)
+static int control(dev_broker_control_t *bc, struct MHD_Connection *c, const char *url, char *out,
+                   size_t outlen)
 {
     bool ok = true;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -140,7 +144,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     char msg[512];
-    int status = strcmp(method, "POST") == 0 ? control(cls, c, url, msg, sizeof msg) : MHD_HTTP_METHOD_NOT_ALLOWED;
+    int status =
+        strcmp(method, "POST") == 0 ? control(cls, c, url, msg, sizeof msg) : MHD_HTTP_METHOD_NOT_ALLOWED;
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         snprintf(msg, sizeof msg, "POST only");
     size_t n = strlen(msg);
@@ -169,7 +174,8 @@ dev_broker_control_t *dev_broker_control_new(dev_broker_t *b, char *err, size_t 
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bc->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request, bc,
                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_END);
-    const union MHD_DaemonInfo *info = bc->daemon ? MHD_get_daemon_info(bc->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
+    const union MHD_DaemonInfo *info =
+        bc->daemon ? MHD_get_daemon_info(bc->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
     if (!info) {
         snprintf(err, errlen, "broker control: cannot listen on 127.0.0.1");
         dev_broker_control_free(bc);

@@ -1,9 +1,10 @@
 /* dev — the embedded development stack behind `parley dev`: a Kafka-protocol broker (librdkafka's
  * mock cluster) and mock LLM providers that speak the real OpenAI Chat Completions and Anthropic
  * Messages wire formats over HTTP/1.1 on a libuv loop, with knobs for latency, failures and
- * stream faults, and counters that tests read.
- * It owns: the mock cluster and its dummy rd_kafka_t, the mock providers' listeners, connections,
- * timers and counters, and the stack runner (ready file, generated worker config, signals).
+ * stream faults, counters that tests read, and an HTTP control to inject broker faults.
+ * It owns: the mock cluster and its dummy rd_kafka_t, the broker fault control's HTTP daemon, the
+ * mock providers' listeners, connections, timers and counters, and the stack runner (ready file
+ * with the control's URL under "broker_control", generated worker config, signals).
  * It never talks to anything but loopback (or the given host), never blocks its loop, never
  * exits the process, and never logs request bodies or keys.
  *
@@ -83,7 +84,7 @@ void dev_broker_free(dev_broker_t *b);
 
 /* ---- broker fault control (HTTP on 127.0.0.1, port chosen by the kernel; own thread) ----
  * Every request is a POST; the answer is text/plain: 200, 400 (bad arguments), 404, 409 (the
- * cluster refused, e.g. an unknown broker or partition).
+ * cluster refused: an unknown broker or partition; an unknown topic is created by the mock).
  *   POST /broker/down?id=N                 broker N (1-based) stops answering (connections closed)
  *   POST /broker/up?id=N                   broker N is back
  *   POST /partition/leader?topic=T&partition=P&broker=N   move the leader (-1 = no leader)

@@ -156,7 +156,8 @@ static int ready_json(const stack_state_t *s, buf_t *out)
             i ? "," : "", dev_mock_name(m), dev_mock_type_name(dev_mock_type(m)), h, p, h, p, h, p);
     }
     if (rc == 0 && s->control)
-        rc = buf_printf(out, "},\"broker_control\":\"http://127.0.0.1:%d\"", dev_broker_control_port(s->control));
+        rc = buf_printf(out, "},\"broker_control\":\"http://127.0.0.1:%d\"",
+                        dev_broker_control_port(s->control));
     else if (rc == 0)
         rc = buf_printf(out, "}");
     return rc ? rc : buf_printf(out, ",\"pid\":%d}\n", (int)getpid());
@@ -202,8 +203,8 @@ static int stack_start(stack_state_t *s, const dev_options_t *opt, char *err, si
                 return -1;
         if (!(s->control = dev_broker_control_new(s->broker, err, errlen)))
             return -1;
-        printf("parley dev: brokers %s (fault control http://127.0.0.1:%d)\n", dev_broker_bootstraps(s->broker),
-               dev_broker_control_port(s->control));
+        printf("parley dev: brokers %s (fault control http://127.0.0.1:%d)\n",
+               dev_broker_bootstraps(s->broker), dev_broker_control_port(s->control));
         for (size_t i = 0; i < opt->n_topics; i++)
             printf("parley dev: topic %s (%d partitions)\n", opt->topics[i].name, opt->topics[i].partitions);
     }

@@ -272,6 +272,7 @@ static int clients_open(engine_t *e, char *err, size_t errlen)
     store_options_init(&so);
     so.url = secret_reveal(&cfg->redis.url);
     so.key_prefix = cfg->redis.key_prefix;
+    so.ca_file = cfg->redis.ca_file;
     so.idempotency_ttl_s = cfg->redis.idempotency_ttl_s;
     so.history_max_messages = cfg->history.max_messages;
     so.history_max_len = cfg->history.max_len;
@@ -291,6 +292,11 @@ static int clients_open(engine_t *e, char *err, size_t errlen)
     e->router = router_new(&e->loop, cfg, e->http, e->limits, err, errlen);
     if (!e->router)
         return -1;
+    for (size_t i = 0; i < cfg->llm.n_providers; i++)
+        if (!cfg->llm.providers[i].tls_verify)
+            log_warn("INSECURE: TLS peer verification is OFF for this provider (tls_verify: false); anyone on "
+                     "the path can read its API key and answers",
+                     LOG_S("provider", cfg->llm.providers[i].name));
 
     kafka_producer_options_t po = {
         .brokers = cfg->kafka.brokers,

@@ -13,6 +13,7 @@ dated section to tests/bench/RESULTS.md.
 Environment (defaults in brackets):
   BENCH_WORKLOADS [throughput,concurrency,latency,tail,scaleout,callgrind]  which to run
   BENCH_WORKERS [parley,peer]       BENCH_WARMUP [200] jobs before each measured phase
+  BENCH_STALL_S [60]                a run with no new reply for this long stops waiting (and is INVALID)
   throughput:  BENCH_TP_JOBS [20000] BENCH_TP_CONVS [2000] BENCH_TP_LAT_MS [200] BENCH_TP_MIF [2000]
   concurrency: BENCH_CONC_JOBS [20000] BENCH_CONC_MIF [10000] BENCH_CONC_LAT_MS [2000]
                BENCH_CONC_AT [10000] calls BENCH_CONC_PROVIDERS [1] (2 needs > 20,000 fds)
@@ -172,6 +173,23 @@ class Collector(threading.Thread):
                     else:
                         self.finals[v.get("job_id")] = rec
         self.c.close()
+
+    def wait(self, prefix, n, timeout):
+        """Until n finals of prefix came, timeout passed, or none came for BENCH_STALL_S (a worker that lost
+        jobs would otherwise keep the run waiting for the whole timeout). True when all came."""
+        stall = env_int("BENCH_STALL_S", 60)
+        end, last_n, last_t = time.time() + timeout, -1, time.time()
+        while time.time() < end:
+            got = self.count(prefix)
+            if got >= n:
+                return True
+            if got != last_n:
+                last_n, last_t = got, time.time()
+            elif time.time() - last_t > stall:
+                log(f"{prefix}: no reply for {stall} s at {got} of {n}: giving up")
+                return False
+            time.sleep(0.05)
+        return False
 
     def count(self, prefix):
         with self.lock:
@@ -365,7 +383,7 @@ class Bench:
             sent = {}
             t0 = time.time()
             fig["produce_s"] = round(self.produce(f"{run}.jobs", run, n, convs, rate=rate, sent=sent), 2)
-            done = wait_until(timeout, lambda: col.count(run + "-j") >= n, 0.05)
+            done = col.wait(run + "-j", n, timeout)
             t1 = max([r["recv"] for r in col.finals.values()] or [time.time()]) if done else time.time()
             smp.stop()
             calls1 = self.s.calls()
@@ -535,7 +553,7 @@ def w_scaleout(b, workers):
             t0 = time.time()
             smp.start()
             b.produce(f"{run}.jobs", run, n, n)
-            done = wait_until(600, lambda: col.count(run + "-j") >= n, 0.05)
+            done = col.wait(run + "-j", n, 600)
             t1 = max(r["recv"] for r in col.finals.values()) if done else time.time()
             wait_until(10, lambda: lag_of(b.s.brokers, f"g-{run}", f"{run}.jobs") == 0, 0.2)
             smp.stop()

@@ -46,11 +46,12 @@ calls() {
     echo "$n"
 }
 
-# On failure, keep every log of the test under $FAULT_KEEP_DIR/<test>/ (default build/test-logs/faults).
+# On failure (or always with FAULT_KEEP_ALWAYS=1), keep every log of the test under
+# $FAULT_KEEP_DIR/<test>/ (default build/test-logs/faults).
 eval "integration_$(declare -f cleanup)"
 cleanup() {
     local rc=$?
-    if [ $rc -ne 0 ]; then
+    if [ $rc -ne 0 ] || [ -n "${FAULT_KEEP_ALWAYS:-}" ]; then
         local keep="${FAULT_KEEP_DIR:-$HERE/../../build/test-logs/faults}/$(basename "$0" .sh)"
         mkdir -p "$keep" && cp "$T"/*.log "$T"/*.jsonl "$keep/" 2>/dev/null || true
         echo "logs kept in $keep"

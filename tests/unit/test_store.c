@@ -1045,6 +1045,7 @@ static void tls_acl_user_and_db(void **state)
     redisFree(c);
     store_down(f);
     f->ups = 0;
+    f->closed = false;
     tls_options(f, &o, url, sizeof url, "app:wrong-pw", "127.0.0.1", 2, f->file[F_CA]);
     const char *why = tls_failure(f, &o, 1);
     assert_non_null(strstr(why, "AUTH failed"));
@@ -1059,7 +1060,7 @@ static void tls_wrong_ca_fails(void **state)
     tls_options(f, &o, url, sizeof url, ":" PASSWORD, "127.0.0.1", 0, f->file[F_OTHER_CA]);
     const char *why = tls_failure(f, &o, 2);
     assert_non_null(strstr(why, "tls handshake failed: certificate verify failed"));
-    assert_non_null(strstr(why, "local issuer"));
+    assert_non_null(strstr(why, "self-signed certificate in certificate chain")); /* not our CA */
 }
 
 static void tls_system_store_fails(void **state)
@@ -1090,8 +1091,9 @@ static void tls_to_a_plain_port_fails(void **state)
     char url[256];
     tls_options(f, &o, url, sizeof url, ":" PASSWORD, "127.0.0.1", 0, f->file[F_CA]);
     snprintf(url, sizeof url, "rediss://:" PASSWORD "@127.0.0.1:%d", f->port); /* the plain-text port */
-    const char *why = tls_failure(f, &o, 1);
-    assert_true(strstr(why, "tls handshake failed") || strstr(why, "connection closed by redis"));
+    const char *why = tls_failure(f, &o, 1); /* Redis waits for the end of a "command" that never comes */
+    assert_true(strstr(why, "tls handshake failed") || strstr(why, "connection closed by redis") ||
+                strstr(why, "connect timed out"));
 }
 
 static void tls_bad_ca_file_is_refused(void **state)
