@@ -39,21 +39,22 @@ int cmd_wants_help(int argc, char **argv)
 int cmd_version(int argc, char **argv)
 {
     if (cmd_wants_help(argc, argv)) {
-        printf("usage: parley version\n\nPrints parley's version and the versions of the libraries it runs on.\n");
+        printf("usage: parley version\n\nPrints parley's version and the versions of the libraries it runs "
+               "on.\n");
         return 0;
     }
     printf("parley %s\n", PARLEY_VERSION);
-    printf("librdkafka %s, libcurl %s, libuv %s\n", rd_kafka_version_str(), curl_version_info(CURLVERSION_NOW)->version,
-           uv_version_string());
+    printf("librdkafka %s, libcurl %s, libuv %s\n", rd_kafka_version_str(),
+           curl_version_info(CURLVERSION_NOW)->version, uv_version_string());
     return 0;
 }
 
 int cmd_check_config(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                          {"quiet", no_argument, NULL, 'q'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *path = NULL;
     int quiet = 0, c;
     optind = 1;
@@ -66,12 +67,13 @@ int cmd_check_config(int argc, char **argv)
             quiet = 1;
             break;
         case 'h':
-            printf("usage: parley check-config -c FILE [--quiet]\n\n"
-                   "Validates FILE (YAML; ${VAR} and ${VAR:-default} expand from the environment) and prints\n"
-                   "the effective configuration, defaults filled in and every secret shown as ***.\n"
-                   "  -c, --config FILE   the configuration file\n"
-                   "  -q, --quiet         print nothing; only the exit status tells\n"
-                   "Exit status: 0 valid, 2 invalid (the error names file:line:column and the key).\n");
+            printf(
+                "usage: parley check-config -c FILE [--quiet]\n\n"
+                "Validates FILE (YAML; ${VAR} and ${VAR:-default} expand from the environment) and prints\n"
+                "the effective configuration, defaults filled in and every secret shown as ***.\n"
+                "  -c, --config FILE   the configuration file\n"
+                "  -q, --quiet         print nothing; only the exit status tells\n"
+                "Exit status: 0 valid, 2 invalid (the error names file:line:column and the key).\n");
             return 0;
         default:
             return 2;

@@ -51,7 +51,10 @@ typedef struct {
 } secret_t;
 
 #define SECRET_MASK "***"
-static inline const char *secret_masked(const secret_t *s) { return s->value && *s->value ? SECRET_MASK : ""; }
+static inline const char *secret_masked(const secret_t *s)
+{
+    return s->value && *s->value ? SECRET_MASK : "";
+}
 static inline const char *secret_reveal(const secret_t *s) { return s->value ? s->value : ""; }
 static inline bool secret_is_set(const secret_t *s) { return s->value && *s->value; }
 

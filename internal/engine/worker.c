@@ -294,9 +294,10 @@ static int clients_open(engine_t *e, char *err, size_t errlen)
         return -1;
     for (size_t i = 0; i < cfg->llm.n_providers; i++)
         if (!cfg->llm.providers[i].tls_verify)
-            log_warn("INSECURE: TLS peer verification is OFF for this provider (tls_verify: false); anyone on "
-                     "the path can read its API key and answers",
-                     LOG_S("provider", cfg->llm.providers[i].name));
+            log_warn(
+                "INSECURE: TLS peer verification is OFF for this provider (tls_verify: false); anyone on "
+                "the path can read its API key and answers",
+                LOG_S("provider", cfg->llm.providers[i].name));
 
     kafka_producer_options_t po = {
         .brokers = cfg->kafka.brokers,

@@ -8,7 +8,7 @@
 
 #include "base/base.h"
 
-#define LOG_LINE_MAX 8192
+#define LOG_LINE_MAX    8192
 #define LOG_MAX_SECRETS 64
 
 static log_level_t min_level = LOG_INFO;

@@ -41,15 +41,15 @@ void log_forget_secrets(void);
 void log_at(log_level_t level, const char *msg, const log_field_t *fields, size_t n_fields);
 
 #define LOG_FIELDS_(...) ((const log_field_t[]){{.key = NULL}, ##__VA_ARGS__})
-#define LOG_AT_(lvl, msg, ...)                                                                     \
-    do {                                                                                           \
-        if (log_enabled(lvl))                                                                      \
-            log_at((lvl), (msg), LOG_FIELDS_(__VA_ARGS__),                                         \
-                   sizeof(LOG_FIELDS_(__VA_ARGS__)) / sizeof(log_field_t));                        \
+#define LOG_AT_(lvl, msg, ...)                                                                               \
+    do {                                                                                                     \
+        if (log_enabled(lvl))                                                                                \
+            log_at((lvl), (msg), LOG_FIELDS_(__VA_ARGS__),                                                   \
+                   sizeof(LOG_FIELDS_(__VA_ARGS__)) / sizeof(log_field_t));                                  \
     } while (0)
 #define log_debug(msg, ...) LOG_AT_(LOG_DEBUG, msg, ##__VA_ARGS__)
-#define log_info(msg, ...) LOG_AT_(LOG_INFO, msg, ##__VA_ARGS__)
-#define log_warn(msg, ...) LOG_AT_(LOG_WARN, msg, ##__VA_ARGS__)
+#define log_info(msg, ...)  LOG_AT_(LOG_INFO, msg, ##__VA_ARGS__)
+#define log_warn(msg, ...)  LOG_AT_(LOG_WARN, msg, ##__VA_ARGS__)
 #define log_error(msg, ...) LOG_AT_(LOG_ERROR, msg, ##__VA_ARGS__)
 
 #endif

@@ -69,7 +69,8 @@ static void log_masks_registered_secrets(void **state)
     FILE *out = open_memstream(&text, &len);
     log_setup(LOG_DEBUG, LOG_FORMAT_JSON, out);
     log_register_secret("sk-abcdef123");
-    log_info("calling provider", LOG_S("url", "http://x/?key=sk-abcdef123"), LOG_I("n", 3), LOG_S("q", "a\"b"));
+    log_info("calling provider", LOG_S("url", "http://x/?key=sk-abcdef123"), LOG_I("n", 3),
+             LOG_S("q", "a\"b"));
     log_debug("no fields");
     fclose(out);
     assert_null(strstr(text, "sk-abcdef123"));
@@ -103,8 +104,8 @@ static void log_text_format_and_levels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(buf_respects_its_limit),    cmocka_unit_test(buf_printf_grows),
-        cmocka_unit_test(alloc_fails_when_told),     cmocka_unit_test(secret_prints_masked),
+        cmocka_unit_test(buf_respects_its_limit),       cmocka_unit_test(buf_printf_grows),
+        cmocka_unit_test(alloc_fails_when_told),        cmocka_unit_test(secret_prints_masked),
         cmocka_unit_test(log_masks_registered_secrets), cmocka_unit_test(log_text_format_and_levels),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
