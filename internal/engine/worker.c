@@ -357,6 +357,7 @@ int engine_worker_run(const config_t *cfg)
     }
     char err[512] = "";
     int rc = 1;
+    signal(SIGPIPE, SIG_IGN); /* a peer resetting a socket is an error to handle, not a reason to die */
     e->cfg = cfg;
     e->job_limits = job_limits_default();
     e->job_limits.max_message_bytes = (size_t)cfg->kafka.max_message_bytes;

@@ -354,7 +354,8 @@ int store_url_parse(const char *url, store_url_t *out, char *err, size_t errlen)
         snprintf(err, errlen, "redis url: scheme must be redis://, rediss:// or unix://");
         goto out;
     }
-    const char *rest = url + (is_unix ? sizeof unix_s - 1 : out->tls ? sizeof rediss_s - 1 : sizeof redis_s - 1);
+    size_t scheme_len = is_unix ? sizeof unix_s - 1 : sizeof redis_s - 1;
+    const char *rest = url + scheme_len + (out->tls ? 1 : 0); /* rediss:// is redis:// plus one 's' */
     const char *at = is_unix ? (*rest == '/' ? NULL : strstr(rest, "@/")) : strrchr(rest, '@');
     if (at) {
         if (parse_userinfo(rest, (size_t)(at - rest), out, err, errlen) < 0)
@@ -614,8 +615,8 @@ static void conn_open(store_t *s, const char *addr)
     char why[STORE_ERR_MAX];
     redisAsyncContext *ac;
     if (s->tls) { /* hiredis talks to the relay on loopback; the relay talks TLS to addr */
-        s->bridge = store_tls_bridge_new(s->loop, s->tls, addr, s->url.port, s->url.host, bridge_error, s, why,
-                                         sizeof why);
+        s->bridge = store_tls_bridge_new(s->loop, s->tls, addr, s->url.port, s->url.host, bridge_error, s,
+                                         why, sizeof why);
         if (!s->bridge) {
             conn_down(s, why, false);
             return;

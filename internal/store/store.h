@@ -195,10 +195,11 @@ typedef struct {
 void store_stats(const store_t *s, store_stats_t *out);
 
 /* A parsed redis.url: redis://[user[:password]@]host[:port][/db] (user and password
- * percent-decoded; host may be [v6]), rediss://... (the same, over TLS), unix://[user[:password]@]/path[?db=N]. */
+ * percent-decoded; host may be [v6]), rediss://... (the same, over TLS),
+ * unix://[user[:password]@]/path[?db=N]. */
 typedef struct {
     bool is_unix;
-    bool tls; /* rediss:// */
+    bool tls;   /* rediss:// */
     char *host; /* or the socket path */
     int port;
     char *user;     /* NULL when absent */

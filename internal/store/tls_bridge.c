@@ -4,8 +4,9 @@
  * Data paths: plain text read from the local side goes through SSL_write; the ciphertext OpenSSL
  * leaves in its write BIO is sent upstream. Ciphertext read upstream is fed to the read BIO, and
  * SSL_read's output is sent to the local side. Until the handshake completes, local bytes wait in a
- * fixed pending buffer. Every uv_write owns a copy of its bytes; queued[] counts them per side and
- * reading_update() stops reading the side feeding a queue over STORE_TLS_QUEUE_MAX.
+ * pending buffer of STORE_TLS_PENDING_MAX (freed after the handshake). Every uv_write owns a copy of its
+ * bytes; queued[] counts them per side and reading_update() stops reading the side feeding a queue over
+ * STORE_TLS_QUEUE_MAX.
  *
  * Teardown: store_tls_bridge_free closes every handle; pending writes complete with ECANCELED first;
  * the struct (and the SSL session) is freed in the last close callback. */
@@ -48,7 +49,7 @@ struct store_tls_bridge {
     size_t queued[2]; /* bytes written to a side and not yet completed */
     SSL *ssl;
     BIO *rbio, *wbio; /* ciphertext in (from Redis) and out (to Redis); owned by ssl */
-    char *pending;    /* STORE_TLS_PENDING_MAX bytes of plain text awaiting the handshake */
+    char *pending;    /* STORE_TLS_PENDING_MAX bytes of plain text awaiting the handshake; then NULL */
     size_t pending_len;
     char rbuf[2][TLS_READ_CHUNK];
     store_tls_error_cb on_error;
@@ -105,7 +106,8 @@ store_tls_ctx_t *store_tls_ctx_new(const char *ca_file, char *err, size_t errlen
             goto fail;
         }
     } else if (SSL_CTX_set_default_verify_paths(c->ssl) != 1) {
-        snprintf(err, errlen, "redis tls: %s", ssl_errtext(why, sizeof why, "cannot load the system CA store"));
+        snprintf(err, errlen, "redis tls: %s",
+                 ssl_errtext(why, sizeof why, "cannot load the system CA store"));
         goto fail;
     }
     return c;
@@ -140,7 +142,8 @@ static void bridge_fail_tls(store_tls_bridge_t *b, const char *what)
     char why[TLS_WHY_MAX], ossl[160];
     long v = SSL_get_verify_result(b->ssl);
     if (v != X509_V_OK) {
-        snprintf(why, sizeof why, "%s: certificate verify failed: %s", what, X509_verify_cert_error_string(v));
+        snprintf(why, sizeof why, "%s: certificate verify failed: %s", what,
+                 X509_verify_cert_error_string(v));
         ERR_clear_error();
     } else {
         snprintf(why, sizeof why, "%s: %s", what, ssl_errtext(ossl, sizeof ossl, "protocol error"));
@@ -320,6 +323,8 @@ static void tls_handshake(store_tls_bridge_t *b)
     b->tls_up = true;
     if (tls_send(b, b->pending, b->pending_len) < 0)
         return;
+    free(b->pending); /* only the handshake needs it */
+    b->pending = NULL;
     b->pending_len = 0;
     reading_update(b);
 }
@@ -431,8 +436,9 @@ static void on_connection(uv_stream_t *server, int status)
     t->data = b;
     b->open++;
     const struct sockaddr_in *in = (const struct sockaddr_in *)&peer;
-    if (uv_accept(server, (uv_stream_t *)t) != 0 || uv_tcp_getpeername(t, (struct sockaddr *)&peer, &plen) != 0 ||
-        peer.ss_family != AF_INET || b->expect_port == 0 || ntohs(in->sin_port) != b->expect_port ||
+    if (uv_accept(server, (uv_stream_t *)t) != 0 ||
+        uv_tcp_getpeername(t, (struct sockaddr *)&peer, &plen) != 0 || peer.ss_family != AF_INET ||
+        b->expect_port == 0 || ntohs(in->sin_port) != b->expect_port ||
         in->sin_addr.s_addr != htonl(INADDR_LOOPBACK)) {
         uv_close((uv_handle_t *)t, heap_closed); /* not hiredis' socket */
         return;
@@ -470,7 +476,8 @@ store_tls_bridge_t *store_tls_bridge_new(uv_loop_t *loop, store_tls_ctx_t *c, co
     b->listener.data = b->up.data = b->connect.data = b;
     b->open = 2;
     ERR_clear_error();
-    if (!(b->ssl = SSL_new(c->ssl)) || !(b->rbio = BIO_new(BIO_s_mem())) || !(b->wbio = BIO_new(BIO_s_mem()))) {
+    if (!(b->ssl = SSL_new(c->ssl)) || !(b->rbio = BIO_new(BIO_s_mem())) ||
+        !(b->wbio = BIO_new(BIO_s_mem()))) {
         BIO_free(b->rbio);
         b->rbio = NULL;
         goto nomem;
@@ -481,7 +488,8 @@ store_tls_bridge_t *store_tls_bridge_new(uv_loop_t *loop, store_tls_ctx_t *c, co
     X509_VERIFY_PARAM *param = SSL_get0_param(b->ssl);
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1
-              : (X509_VERIFY_PARAM_set1_host(param, host, 0) != 1 || SSL_set_tlsext_host_name(b->ssl, host) != 1))
+              : (X509_VERIFY_PARAM_set1_host(param, host, 0) != 1 ||
+                 SSL_set_tlsext_host_name(b->ssl, host) != 1))
         goto nomem;
     uv_ip4_addr("127.0.0.1", 0, &any);
     if ((rc = uv_tcp_bind(&b->listener, (const struct sockaddr *)&any, 0)) < 0 ||

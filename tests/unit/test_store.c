@@ -27,6 +27,7 @@
 #include "base/base.h"
 #include "log/log.h"
 #include "store/store.h"
+#include "store/tls_bridge.h"
 
 #define PASSWORD "s3cret-Pa55word"
 
@@ -35,10 +36,10 @@ typedef struct {
     char sock[128];
     int port;
     pid_t pid;
-    const char *password; /* requirepass of the server, for the test's own client */
+    const char *password;  /* requirepass of the server, for the test's own client */
     const char *extra[16]; /* extra redis-server arguments (NULL ends them) */
     int tls_port;          /* rediss:// tests: the server's --tls-port */
-    char file[6][160];     /* rediss:// tests: ca.crt, server.crt, server.key, other-ca.crt, host.crt, host.key */
+    char file[6][160]; /* rediss:// tests: ca.crt, server.crt, server.key, other-ca.crt, host.crt, host.key */
     uv_loop_t loop;
     uv_timer_t tick;
     store_t *store;
@@ -890,15 +891,17 @@ enum { F_CA, F_CRT, F_KEY, F_OTHER_CA, F_HOST_CRT, F_HOST_KEY };
  * (unrelated) CA, and a certificate of the first CA for another host name only. */
 static void make_certs(fx_t *f)
 {
-    static const char *const names[] = {"ca.crt", "server.crt", "server.key", "other-ca.crt", "host.crt",
-                                        "host.key"};
+    static const char *const names[] = {"ca.crt",       "server.crt", "server.key",
+                                        "other-ca.crt", "host.crt",   "host.key"};
     char cmd[2048];
     for (size_t i = 0; i < BASE_ARRAY_LEN(names); i++)
         snprintf(f->file[i], sizeof f->file[i], "%s/%s", f->dir, names[i]);
     snprintf(cmd, sizeof cmd,
              "cd %s && exec >>openssl.log 2>&1 && set -e && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=parley-test-ca && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -keyout o.key -out other-ca.crt -days 2 -subj /CN=other-ca && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "
+             "/CN=parley-test-ca && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout o.key -out other-ca.crt -days 2 -subj "
+             "/CN=other-ca && "
              "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' >san.ext && "
              "printf 'subjectAltName=DNS:other.example\\n' >host.ext && "
              "for c in server:san host:host; do n=${c%%:*}; "
@@ -916,9 +919,9 @@ static void tls_restart(fx_t *f, int crt, int key)
     redis_stop(f);
     f->tls_port = free_port();
     snprintf(tls_port, sizeof tls_port, "%d", f->tls_port);
-    const char *extra[] = {"--tls-port",         tls_port, "--tls-cert-file", f->file[crt], "--tls-key-file",
-                           f->file[key],         "--tls-ca-cert-file", f->file[F_CA], "--tls-auth-clients",
-                           "no",                 "--requirepass", PASSWORD};
+    const char *extra[] = {"--tls-port",         tls_port,     "--tls-cert-file",    f->file[crt],
+                           "--tls-key-file",     f->file[key], "--tls-ca-cert-file", f->file[F_CA],
+                           "--tls-auth-clients", "no",         "--requirepass",      PASSWORD};
     memcpy(f->extra, extra, sizeof extra);
     f->password = PASSWORD;
     redis_start(f);
@@ -1016,7 +1019,8 @@ static void tls_large_values(void **state)
     RUN_UNTIL(f, w.calls > 0, 5000);
     assert_int_equal(w.err, STORE_OK);
     big_t b = {.want = big};
-    assert_int_equal(store_job_begin(f->store, S("c"), S("big"), STORE_BEGIN_NO_HISTORY, big_begin_cb, &b), 0);
+    assert_int_equal(store_job_begin(f->store, S("c"), S("big"), STORE_BEGIN_NO_HISTORY, big_begin_cb, &b),
+                     0);
     RUN_UNTIL(f, b.calls > 0, 5000);
     assert_int_equal(b.err, STORE_OK);
     assert_int_equal(b.len, n);
@@ -1107,6 +1111,87 @@ static void tls_bad_ca_file_is_refused(void **state)
     assert_null(strstr(err, PASSWORD));
 }
 
+/* The relay itself: a connection from another socket than the one named is closed at once; the
+ * named one is relayed to Redis over TLS. */
+typedef struct {
+    int errors;
+    char why[256];
+    bool freed;
+} bridge_obs_t;
+
+static void bridge_err_cb(void *ctx, const char *why)
+{
+    bridge_obs_t *o = ctx;
+    o->errors++;
+    snprintf(o->why, sizeof o->why, "%s", why);
+}
+
+static void bridge_freed_cb(void *ctx) { ((bridge_obs_t *)ctx)->freed = true; }
+
+/* A blocking loopback client of port, then made non-blocking. */
+static int loopback_client(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+/* Appends what fd has to buf; the byte count, 0 on EOF, -1 when nothing yet. */
+static ssize_t read_some(int fd, char *buf, size_t *len, size_t cap)
+{
+    ssize_t n = read(fd, buf + *len, cap - 1 - *len);
+    if (n > 0)
+        *len += (size_t)n;
+    buf[*len] = '\0';
+    return n;
+}
+
+static void tls_bridge_admits_only_the_named_socket(void **state)
+{
+    fx_t *f = *state;
+    char err[256], got[256] = "";
+    size_t got_len = 0;
+    bridge_obs_t o = {0};
+    store_tls_ctx_t *c = store_tls_ctx_new(f->file[F_CA], err, sizeof err);
+    assert_non_null(c);
+    store_tls_bridge_t *b = store_tls_bridge_new(&f->loop, c, "127.0.0.1", f->tls_port, "127.0.0.1",
+                                                 bridge_err_cb, &o, err, sizeof err);
+    assert_non_null(b);
+    int port = store_tls_bridge_port(b);
+    assert_true(port > 0);
+
+    int stranger = loopback_client(port);
+    store_tls_bridge_expect(b, free_port()); /* someone else's port */
+    ssize_t n = -1;
+    RUN_UNTIL(f, (n = read_some(stranger, got, &got_len, sizeof got)) == 0, 2000);
+    assert_int_equal(n, 0); /* closed by the bridge */
+    close(stranger);
+    assert_int_equal(o.errors, 0); /* a stranger is no failure of the bridge */
+
+    int client = loopback_client(port);
+    struct sockaddr_in self;
+    socklen_t slen = sizeof self;
+    assert_int_equal(getsockname(client, (struct sockaddr *)&self, &slen), 0);
+    store_tls_bridge_expect(b, ntohs(self.sin_port));
+    const char cmd[] = "AUTH " PASSWORD "\r\nPING\r\n";
+    assert_int_equal(write(client, cmd, sizeof cmd - 1), (ssize_t)(sizeof cmd - 1));
+    RUN_UNTIL(f, (read_some(client, got, &got_len, sizeof got), strstr(got, "+PONG\r\n")), 3000);
+    assert_string_equal(got, "+OK\r\n+PONG\r\n");
+    assert_int_equal(o.errors, 0);
+
+    close(client); /* hiredis gone: the bridge reports it */
+    RUN_UNTIL(f, o.errors > 0, 2000);
+    assert_int_equal(o.errors, 1);
+    assert_string_equal(o.why, "connection closed by the redis client");
+    store_tls_bridge_free(b, bridge_freed_cb, &o);
+    RUN_UNTIL(f, o.freed, 2000);
+    assert_true(o.freed);
+    store_tls_ctx_free(c);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1139,6 +1224,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(tls_host_name_mismatch_fails, setup_tls, teardown),
         cmocka_unit_test_setup_teardown(tls_to_a_plain_port_fails, setup_tls, teardown),
         cmocka_unit_test_setup_teardown(tls_bad_ca_file_is_refused, setup_tls, teardown),
+        cmocka_unit_test_setup_teardown(tls_bridge_admits_only_the_named_socket, setup_tls, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
