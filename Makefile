@@ -38,7 +38,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INTEG_TESTS := $(sort $(wildcard tests/integration/[0-9]*.sh))
 
-.PHONY: all deps test test-unit test-integration demo lint asan clean bench fuzz format
+.PHONY: all deps test test-unit test-integration test-faults demo lint asan clean bench fuzz format
 
 all: $(BUILD)/parley
 
@@ -104,6 +104,11 @@ test-unit: $(BUILD)/parley $(UNIT_BINS)
 
 test-integration: $(BUILD)/parley
 	@TEST_COUNTS=$(TEST_COUNTS) PARLEY=$(abspath $(BUILD)/parley) bash tests/run-integration.sh $(INTEG_TESTS)
+
+# Fault tests (crash, rebalance storm, Redis outage, broker and provider faults, poison flood).
+test-faults: deps
+	@$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" all
+	@PARLEY=$(abspath $(BUILD)/parley) bash tests/faults/run.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD) OPT="$(OPT)" SAN="$(SAN)" all

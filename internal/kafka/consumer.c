@@ -77,6 +77,7 @@ struct kafka_consumer {
     bool closing;
     bool close_forced;
     bool finishing;
+    bool ever_assigned; /* an assignment (even an empty one) arrived from the group */
     struct {
         rd_kafka_topic_partition_list_t *list;
         uint64_t gen; /* which revoke a commit result belongs to */
@@ -298,6 +299,7 @@ void kafka_consumer_stop_consuming(kafka_consumer_t *c)
 
 static void assign_partitions(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *parts, bool cooperative)
 {
+    c->ever_assigned = true;
     for (int i = 0; i < parts->cnt; i++)
         part_open(c, parts->elems[i].topic, parts->elems[i].partition);
     rd_kafka_error_t *error = NULL;
@@ -779,6 +781,14 @@ static void finish_close(kafka_consumer_t *c)
     rd_kafka_queue_destroy(c->queue);
     log_info("kafka: consumer closed", LOG_B("clean", !c->close_forced),
              LOG_I("messages", c->stats.messages));
+    if (!c->ever_assigned && rd_kafka_version() < 0x020300ff) {
+        /* librdkafka before 2.3.0 asserts in rd_kafka_destroy when the group answered JoinGroup but no
+         * assignment ever came (the sticky assignor's state is still NULL: librdkafka #4312). The
+         * consumer has left the group; its handle is left to the process's exit. */
+        log_info("kafka: consumer never got an assignment; not destroying it (librdkafka < 2.3.0, #4312)");
+        after_destroy(c);
+        return;
+    }
     kafka_destroy_async(c->loop, c->rk, c->close_forced ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0,
                         after_destroy, c);
 }
