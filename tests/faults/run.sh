@@ -9,8 +9,11 @@ export TEST_TIMEOUT=${TEST_TIMEOUT:-180}
 mkdir -p "$(dirname "$FAULT_FIGURES")"
 : >"$FAULT_FIGURES"
 [ $# -gt 0 ] || set -- tests/faults/[0-9]*.sh
-bash tests/run-integration.sh "$@"
-rc=$?
+out=$(mktemp)
+bash tests/run-integration.sh "$@" | tee "$out" | sed '$d'
+rc=${PIPESTATUS[0]}
 echo "fault figures:"
 sed 's/^FIGURES /  /' "$FAULT_FIGURES"
+tail -n 1 "$out" | sed 's/^integration:/faults:/' # the runner's summary stays the last line
+rm -f "$out"
 exit $rc
