@@ -38,7 +38,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INTEG_TESTS := $(sort $(wildcard tests/integration/[0-9]*.sh))
 
-.PHONY: all deps test test-unit test-integration test-faults demo lint asan clean bench fuzz format
+.PHONY: all deps test test-unit test-integration test-faults demo lint asan clean bench bench-deps fuzz format
 
 all: $(BUILD)/parley
 

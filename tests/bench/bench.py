@@ -26,7 +26,7 @@ Environment (defaults in brackets):
   BENCH_PERF [0]  1: `perf record -e cpu-clock -g` of parley during the throughput run
   PARLEY (build/parley), PEER, BENCH_OUT (tests/bench)
 """
-import datetime, json, os, random, re, shutil, signal, socket, statistics, subprocess, sys, tempfile
+import datetime, json, os, shutil, signal, socket, subprocess, sys, tempfile
 import threading, time, urllib.request
 
 import yaml
@@ -662,6 +662,7 @@ def main():
         stack.close()
     res["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     json.dump(res, open(jpath, "w"), indent=1)
+    sys.dont_write_bytecode = True  # no __pycache__ in the tree
     sys.path.insert(0, HERE)
     import report
     md = report.section(res, os.path.relpath(jpath, outdir))

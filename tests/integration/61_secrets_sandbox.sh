@@ -53,7 +53,8 @@ with open(sys.argv[1], "w") as f:
 PYEOF
 
 # The worker: nobody, HOME and cwd unwritable, TMPDIR its own; every execve and open recorded.
-(cd "$T/pub" && exec env -i PATH=/usr/bin:/bin HOME=/nonexistent TMPDIR="$T/tmp" \
+# (LeakSanitizer cannot run under ptrace: an ASan build is traced with leak detection off.)
+(cd "$T/pub" && exec env -i PATH=/usr/bin:/bin HOME=/nonexistent TMPDIR="$T/tmp" ASAN_OPTIONS=detect_leaks=0 \
     strace -f -qq -o "$T/strace.out" -e trace=execve,open,openat,creat \
     setpriv --reuid=65534 --regid=65534 --clear-groups -- "$PARLEY" worker -c "$T/pub/w.yaml") \
     >"$T/w.log" 2>&1 &
