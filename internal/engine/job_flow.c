@@ -55,6 +55,17 @@ static void reply_set(ejob_t *j, char *json, size_t len)
     j->reply_len = len;
 }
 
+/* Makes json (NULL when encoding ran out of memory: -1) the job's final and counts it. */
+static int reply_adopt(ejob_t *j, char *json, size_t len, job_status_t status, job_error_code_t code)
+{
+    if (!json)
+        return -1;
+    reply_set(j, json, len);
+    j->status = status;
+    metric_inc(j->e->m.jobs[status][code]);
+    return 0;
+}
+
 /* Encodes an error/expired final for j (with the provider attempts, if any). Also serves a dead
  * letter whose ids were readable. */
 static int reply_error(ejob_t *j, job_status_t status, job_error_code_t code, const char *message,
@@ -70,14 +81,8 @@ static int reply_error(ejob_t *j, job_status_t status, job_error_code_t code, co
     r.n_attempts = n_attempts;
     j->timing.total_ms = base_mono_ms() - j->received_ms;
     r.timing = j->timing;
-    size_t len;
-    char *json = job_reply_encode(&r, &len);
-    if (!json)
-        return -1;
-    reply_set(j, json, len);
-    j->status = status;
-    metric_inc(j->e->m.jobs[status][code]);
-    return 0;
+    size_t len = 0;
+    return reply_adopt(j, job_reply_encode(&r, &len), len, status, code);
 }
 
 /* ---- dead letters ---- */
@@ -424,19 +429,16 @@ static int reply_ok(ejob_t *j, const router_result_t *res)
     r.attempts = res->attempts;
     r.n_attempts = res->n_attempts;
     r.metadata_json = j->job->metadata_json;
-    size_t len;
+    size_t len = 0;
     char *json = job_reply_encode(&r, &len);
     chat_message_t assistant = {"assistant", res->text, res->text_len};
     j->user_entry = job_history_entry_encode(&j->job->message, &j->user_entry_len);
     j->assistant_entry = job_history_entry_encode(&assistant, &j->assistant_entry_len);
-    if (!json || !j->user_entry || !j->assistant_entry) {
+    if (!j->user_entry || !j->assistant_entry) {
         free(json);
         return -1;
     }
-    reply_set(j, json, len);
-    j->status = JOB_STATUS_OK;
-    metric_inc(j->e->m.jobs[JOB_STATUS_OK][JOB_ERR_NONE]);
-    return 0;
+    return reply_adopt(j, json, len, JOB_STATUS_OK, JOB_ERR_NONE);
 }
 
 static void on_router_done(void *ctx, const router_result_t *res)
