@@ -82,7 +82,8 @@ static int reply_error(ejob_t *j, job_status_t status, job_error_code_t code, co
     j->timing.total_ms = base_mono_ms() - j->received_ms;
     r.timing = j->timing;
     size_t len = 0;
-    return reply_adopt(j, job_reply_encode(&r, &len), len, status, code);
+    char *json = job_reply_encode(&r, &len); /* before the call: argument order is unspecified */
+    return reply_adopt(j, json, len, status, code);
 }
 
 /* ---- dead letters ---- */
