@@ -7,7 +7,7 @@ CC      ?= cc
 PKGS    := rdkafka hiredis libcurl libcjson yaml-0.1 libuv libmicrohttpd openssl
 DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhiredis-dev \
             libcurl4-openssl-dev libcjson-dev libyaml-dev libuv1-dev libmicrohttpd-dev \
-            redis-server kcat libcmocka-dev libssl-dev openssl strace curl unzip chromium \
+            redis-server kcat libcmocka-dev libssl-dev openssl strace valgrind curl unzip chromium \
             python3 python3-yaml python3-confluent-kafka python3-prometheus-client
 
 # Lazily expanded, so that a sub-make started after `deps` sees the installed packages.
