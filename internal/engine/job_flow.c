@@ -38,6 +38,17 @@ static void job_release_if_idle(ejob_t *j)
         engine_job_finished(j->e, j);
 }
 
+/* A store or producer callback of j arrived: false when j was abandoned (then it is freed once
+ * nothing more is owed to it), so the callback must do nothing else. */
+static bool job_callback_arrived(ejob_t *j)
+{
+    j->awaiting--;
+    if (!j->abandoned)
+        return true;
+    job_release_if_idle(j);
+    return false;
+}
+
 /* Schedules op again after delay_ms; the engine's tick runs it. */
 static void job_wait(ejob_t *j, ejob_op_t op, int64_t delay_ms)
 {
@@ -91,11 +102,8 @@ static int reply_error(ejob_t *j, job_status_t status, job_error_code_t code, co
 static void on_dead_letter_delivery(void *ctx, const kafka_delivery_t *d)
 {
     ejob_t *j = ctx;
-    j->awaiting--;
-    if (j->abandoned) {
-        job_release_if_idle(j);
+    if (!job_callback_arrived(j))
         return;
-    }
     if (d->err) {
         /* Publish again: the dead letter (or its error reply) must not be lost. */
         job_log_fields_warn(j, "dead letter publish failed; retrying", d->error);
@@ -347,11 +355,8 @@ static void job_llm_start(ejob_t *j);
 static void on_begin(void *ctx, const store_begin_result_t *res)
 {
     ejob_t *j = ctx;
-    j->awaiting--;
-    if (j->abandoned) {
-        job_release_if_idle(j);
+    if (!job_callback_arrived(j))
         return;
-    }
     if (res->err != STORE_OK) {
         job_redis_failed(j, OP_BEGIN, res->errmsg);
         return;
@@ -565,11 +570,8 @@ static void job_llm_start(ejob_t *j)
 static void on_stored(void *ctx, int err, const char *errmsg)
 {
     ejob_t *j = ctx;
-    j->awaiting--;
-    if (j->abandoned) {
-        job_release_if_idle(j);
+    if (!job_callback_arrived(j))
         return;
-    }
     if (err == STORE_ERR_REDIS) { /* Redis refused it (WRONGTYPE, OOM...): retrying will not help */
         job_log_fields_warn(j, "redis refused to store the turn; publishing without it", errmsg);
         job_publish(j);
@@ -589,11 +591,8 @@ static void on_stored(void *ctx, int err, const char *errmsg)
 static void on_commit_check(void *ctx, const store_begin_result_t *res)
 {
     ejob_t *j = ctx;
-    j->awaiting--;
-    if (j->abandoned) {
-        job_release_if_idle(j);
+    if (!job_callback_arrived(j))
         return;
-    }
     if (res->err != STORE_OK) {
         job_redis_failed(j, OP_COMMIT, res->errmsg);
         return;
@@ -646,11 +645,8 @@ static void job_commit_retry(ejob_t *j)
 static void on_reply_delivery(void *ctx, const kafka_delivery_t *d)
 {
     ejob_t *j = ctx;
-    j->awaiting--;
-    if (j->abandoned) {
-        job_release_if_idle(j);
+    if (!job_callback_arrived(j))
         return;
-    }
     if (d->err) {
         j->retries++;
         int64_t delay = RETRY_PUBLISH_MIN_MS << (j->retries < 5 ? j->retries : 5);
