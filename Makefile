@@ -4,8 +4,8 @@ SHELL := /bin/bash
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := rdkafka hiredis libcurl libcjson yaml-0.1 libuv libmicrohttpd openssl
-DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhiredis-dev \
+PKGS    := rdkafka hiredis libcurl libcjson yaml-0.1 libuv libmicrohttpd openssl libnghttp2
+DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhiredis-dev libnghttp2-dev \
             libcurl4-openssl-dev libcjson-dev libyaml-dev libuv1-dev libmicrohttpd-dev \
             redis-server kcat libcmocka-dev libssl-dev openssl strace valgrind curl unzip chromium \
             python3 python3-yaml python3-confluent-kafka python3-prometheus-client

@@ -41,12 +41,20 @@ static const char *verdict_name(limits_verdict_t v)
     }
 }
 
+void attempt_set_text(attempt_t *a, const char *text)
+{
+    free(a->reason);
+    a->reason = text && text[0] ? base_strdup(text) : NULL;
+    a->record.reason = a->reason;
+}
+
 /* record.reason = "<why>; <text>" (either part may be empty). */
 static void attempt_set_reason(attempt_t *a, const char *text)
 {
     bool t = text && text[0];
-    snprintf(a->reason, sizeof a->reason, "%s%s%s", a->why, a->why[0] && t ? "; " : "", t ? text : "");
-    a->record.reason = a->reason[0] ? a->reason : NULL;
+    char reason[ROUTER_REASON_MAX];
+    snprintf(reason, sizeof reason, "%s%s%s", a->why, a->why[0] && t ? "; " : "", t ? text : "");
+    attempt_set_text(a, reason);
 }
 
 /* Gives back what limits/ lent the current request. */
@@ -103,9 +111,13 @@ void attempt_stop(attempt_t *a, job_outcome_t outcome, const char *reason)
 
 void attempt_release(attempt_t *a)
 {
-    if (a->has_result)
-        llm_result_free(&a->result);
-    a->has_result = false;
+    if (a->result)
+        llm_result_free(a->result);
+    free(a->result);
+    a->result = NULL;
+    free(a->reason);
+    a->reason = NULL;
+    a->record.reason = NULL;
     llm_stream_free(a->stream);
     a->stream = NULL;
     buf_free(&a->body);
@@ -120,7 +132,7 @@ static void attempt_refused(attempt_t *a, const char *why)
         return;
     }
     char text[ROUTER_REASON_MAX];
-    snprintf(text, sizeof text, "%s; retry not admitted: %s", a->reason, why);
+    snprintf(text, sizeof text, "%s; retry not admitted: %s", a->reason ? a->reason : "", why);
     attempt_end(a, JOB_OUTCOME_ERROR, LIMITS_NEUTRAL, text);
 }
 
@@ -318,13 +330,16 @@ static bool attempt_judge(attempt_t *a, http_result_t *res, verdict_t *v)
     default:
         break;
     }
-    if (a->has_result)
-        llm_result_free(&a->result);
-    a->has_result = true;
-    const llm_error_t *e = &a->result.error;
+    if (a->result)
+        llm_result_free(a->result);
+    else if (!(a->result = base_calloc(1, sizeof *a->result))) {
+        snprintf(v->text, sizeof v->text, "out of memory");
+        return false;
+    }
+    const llm_error_t *e = &a->result->error;
     if (a->stream && !a->json_body &&
         (res->code == HTTP_OK || res->code == HTTP_ERR_CLOSED || res->code == HTTP_ERR_ABORTED)) {
-        if (llm_stream_finish(a->stream, &a->result) == 0)
+        if (llm_stream_finish(a->stream, a->result) == 0)
             return true;
         snprintf(v->text, sizeof v->text, "%s: %s: %s",
                  e->kind == LLM_ERR_CUT ? "stream cut" : "stream failed", e->type, e->message);
@@ -335,7 +350,7 @@ static bool attempt_judge(attempt_t *a, http_result_t *res, verdict_t *v)
         return false;
     }
     const buf_t *body = a->stream ? &a->body : &res->body;
-    if (llm_response_parse(a->provider->type, (int)res->status, body->data, body->len, &a->result) == 0)
+    if (llm_response_parse(a->provider->type, (int)res->status, body->data, body->len, a->result) == 0)
         return true;
     if (res->status >= 200 && res->status < 300) {
         snprintf(v->text, sizeof v->text, "%s: %s", e->type, e->message);
@@ -372,7 +387,7 @@ static bool attempt_retry(attempt_t *a, const http_result_t *res, verdict_t *v)
     attempt_limits_done(a, v->limits);
     llm_stream_free(a->stream);
     a->stream = NULL;
-    snprintf(a->reason, sizeof a->reason, "%s", v->text);
+    attempt_set_text(a, v->text);
     a->state = AT_BACKOFF;
     a->due_ms = now + (delay > 0 ? delay : 0);
     call_schedule(call);
@@ -390,7 +405,7 @@ static void attempt_on_done(void *ctx, http_result_t *res)
     a->record.http_status = (int)res->status;
     verdict_t v;
     if (attempt_judge(a, res, &v)) {
-        const llm_usage_t *u = &a->result.usage;
+        const llm_usage_t *u = &a->result->usage;
         if (a->tokens_taken && u->has && r->limits)
             limits_tokens_correct(r->limits, a->pidx, call->est_tokens, u->total_tokens);
         if (!a->stream) {
@@ -426,7 +441,7 @@ static void attempt_send(attempt_t *a)
         snprintf(traceparent, sizeof traceparent, "traceparent: %.36s%s%s", call->traceparent, span,
                  call->traceparent + 52);
         headers[n_headers++] = traceparent;
-        if (call->tracestate[0]) {
+        if (call->tracestate) {
             snprintf(tracestate, sizeof tracestate, "tracestate: %s", call->tracestate);
             headers[n_headers++] = tracestate;
         }

@@ -68,6 +68,7 @@ static void call_free(router_call_t *call)
     free(call->slots);
     free(call->attempts);
     free(call->records);
+    free(call->tracestate);
     free(call);
 }
 
@@ -132,13 +133,13 @@ static void call_finish(router_call_t *call)
     if (w) {
         r->stats.calls_ok++;
         res.ok = true;
-        res.text = w->result.text;
-        res.text_len = w->result.text_len;
-        res.finish_reason = w->result.finish_reason[0] ? w->result.finish_reason : NULL;
+        res.text = w->result->text;
+        res.text_len = w->result->text_len;
+        res.finish_reason = w->result->finish_reason[0] ? w->result->finish_reason : NULL;
         res.provider = w->provider->name;
-        res.model = w->result.model[0] ? w->result.model : w->provider->model;
-        res.usage = w->result.usage;
-        res.has_cost = llm_cost_usd(w->provider, &w->result.usage, &res.cost_usd) == 0;
+        res.model = w->result->model[0] ? w->result->model : w->provider->model;
+        res.usage = w->result->usage;
+        res.has_cost = llm_cost_usd(w->provider, &w->result->usage, &res.cost_usd) == 0;
         if (call->first_token_ms >= 0)
             res.first_token_ms = call->first_token_ms;
         else if (w->record.first_token_ms >= 0)
@@ -229,10 +230,10 @@ void call_attempt_ended(router_call_t *call, attempt_t *a)
         return;
     if (a->record.outcome == JOB_OUTCOME_WON) {
         /* A stream asked for but answered as one JSON body: hand the text out as one delta. */
-        if (call->stream && !a->published && a->result.text_len > 0 && call->cbs.on_delta) {
+        if (call->stream && !a->published && a->result->text_len > 0 && call->cbs.on_delta) {
             if (call->first_token_ms < 0)
                 call->first_token_ms = base_mono_ms() - call->started_ms;
-            call->cbs.on_delta(call->cbs.ctx, a->provider->name, a->result.text, a->result.text_len);
+            call->cbs.on_delta(call->cbs.ctx, a->provider->name, a->result->text, a->result->text_len);
             if (call->dead)
                 return;
         }
@@ -340,8 +341,7 @@ static void call_build_requests(router_call_t *call, const router_request_t *req
         a->state = AT_DONE;
         job_attempt_init(&a->record, p->name, JOB_OUTCOME_ERROR);
         snprintf(text, sizeof text, "request not built: %s", err);
-        snprintf(a->reason, sizeof a->reason, "%s", text);
-        a->record.reason = a->reason;
+        attempt_set_text(a, text);
         call->slots[s].started = call->slots[s].exhausted = true;
     }
 }
@@ -389,8 +389,8 @@ router_call_t *router_start(router_t *r, const router_request_t *req, const rout
     call_set_deadline(call, req);
     if (req->traceparent && strlen(req->traceparent) == ROUTER_TRACEPARENT - 1)
         memcpy(call->traceparent, req->traceparent, ROUTER_TRACEPARENT);
-    if (call->traceparent[0] && req->tracestate && strlen(req->tracestate) < ROUTER_TRACESTATE)
-        snprintf(call->tracestate, sizeof call->tracestate, "%s", req->tracestate);
+    if (call->traceparent[0] && req->tracestate && req->tracestate[0] && strlen(req->tracestate) < ROUTER_TRACESTATE)
+        call->tracestate = base_strdup(req->tracestate); /* NULL on OOM: sent without tracestate */
     call->est_tokens = llm_estimate_prompt_tokens(req->messages, req->n_messages);
     router_order(r, route, call->order);
     call_build_requests(call, req);

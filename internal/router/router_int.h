@@ -74,11 +74,10 @@ typedef struct attempt {
     llm_stream_t *stream;
     struct llm_stream_sink sink;
     bool published; /* deltas of it were handed out */
-    llm_result_t result;
-    bool has_result;
+    llm_result_t *result; /* allocated when a response is judged (most waiting attempts never need one) */
     job_attempt_t record;
     char why[ROUTER_WHY_MAX];
-    char reason[ROUTER_REASON_MAX];
+    char *reason; /* record.reason's text; allocated when set, NULL = none */
 } attempt_t;
 
 /* Per route position: what happened to that provider in this call. */
@@ -96,7 +95,7 @@ struct router_call {
     const config_route_t *route;
     bool stream;
     char traceparent[ROUTER_TRACEPARENT];
-    char tracestate[ROUTER_TRACESTATE];
+    char *tracestate; /* NULL = none */
     int64_t est_tokens;
     int64_t started_ms;
     int64_t deadline_ms;     /* absolute; 0 = none */
@@ -141,6 +140,8 @@ void attempt_due(attempt_t *a);
 /* Stops a running attempt as cancelled (or timed out, with reason), without callbacks. */
 void attempt_stop(attempt_t *a, job_outcome_t outcome, const char *reason);
 void attempt_release(attempt_t *a);
+/* Sets the attempt's reason text (record.reason); NULL or "" clears it. */
+void attempt_set_text(attempt_t *a, const char *text);
 
 /* ---- window.c ---- */
 void window_add(router_window_t *w, int64_t now_ms, int64_t value_ms);
