@@ -19,6 +19,10 @@
 
 typedef enum { STRATEGY_RACE = 0, STRATEGY_HEDGE, STRATEGY_FALLBACK } strategy_t;
 typedef enum { PROVIDER_OPENAI = 0, PROVIDER_ANTHROPIC } provider_type_t;
+/* auto: libcurl, HTTP/2 over https when the server offers it (ALPN), else HTTP/1.1; 1.1: libcurl,
+ * HTTP/1.1 only; 2: parley's own HTTP/2 client (h2c with prior knowledge on http://, ALPN h2 on https://):
+ * many calls per connection, a cancelled call resets its stream and keeps the connection. */
+typedef enum { PROVIDER_HTTP_AUTO = 0, PROVIDER_HTTP_1_1, PROVIDER_HTTP_2 } provider_http_t;
 
 typedef struct {
     char *key;
@@ -54,6 +58,7 @@ typedef struct {
     double price_input_per_mtok;  /* USD per million input tokens */
     double price_output_per_mtok; /* USD per million output tokens */
     bool price_set;
+    provider_http_t http_version; /* default auto */
     bool tls_verify;            /* default true */
     char *ca_file;              /* NULL = system store */
     char *anthropic_version;    /* default "2023-06-01" */

@@ -21,6 +21,7 @@
 
 const char *const cfg_strategy_names[] = {"race", "hedge", "fallback", NULL};
 const char *const cfg_provider_type_names[] = {"openai", "anthropic", NULL};
+static const char *const http_version_names[] = {"auto", "1.1", "2", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_names[] = {"json", "text", NULL};
 
@@ -340,6 +341,7 @@ static const cfg_field_t provider_fields[] = {
      .n_sub = BASE_ARRAY_LEN(price_fields),
      .fn = price_post,
      .dump = dump_price},
+    ENUM("http_version", config_provider_t, http_version, http_version_names),
     BOOL("tls_verify", config_provider_t, tls_verify),
     STR_OPT("ca_file", config_provider_t, ca_file),
     STR("anthropic_version", config_provider_t, anthropic_version, check_one_line),

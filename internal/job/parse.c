@@ -523,6 +523,60 @@ void job_free(job_t *job)
     free(job);
 }
 
+/* The exact form job_history_entry_encode writes, {"role":"R","content":"C"} with no \\u escape in C,
+ * read without a tree (the prescan has checked UTF-8 and controls). 1 when read into out, 0 when the text
+ * has another form (the caller parses it in full), -1 out of memory. */
+static int history_entry_fast(const char *v, size_t len, chat_message_t *out)
+{
+    static const char *const roles[] = {"system", "user", "assistant"};
+    static const char head[] = "{\"role\":\"", mid[] = "\",\"content\":\"";
+    size_t at = sizeof head - 1;
+    if (len < at || memcmp(v, head, at) != 0)
+        return 0;
+    const char *role = NULL;
+    for (size_t i = 0; i < BASE_ARRAY_LEN(roles) && !role; i++) {
+        size_t rl = strlen(roles[i]);
+        if (len - at > rl + sizeof mid - 1 && memcmp(v + at, roles[i], rl) == 0 &&
+            memcmp(v + at + rl, mid, sizeof mid - 1) == 0) {
+            role = roles[i];
+            at += rl + sizeof mid - 1;
+        }
+    }
+    if (!role || len - at < 2 || v[len - 1] != '}' || v[len - 2] != '"')
+        return 0;
+    const unsigned char *p = (const unsigned char *)v;
+    size_t end = len - 2; /* the closing quote of the content */
+    char *copy = base_malloc(end - at + 1);
+    if (!copy)
+        return -1;
+    size_t n = 0;
+    while (at < end) {
+        size_t run = job_json_plain_run(p + at, end - at);
+        memcpy(copy + n, v + at, run);
+        n += run;
+        at += run;
+        if (at >= end)
+            break;
+        if (p[at] >= 0x80) { /* valid UTF-8 (prescanned): copied as is */
+            copy[n++] = v[at++];
+            continue;
+        }
+        static const char esc_in[] = "\"\\/bfnrt", esc_out[] = "\"\\/\b\f\n\r\t";
+        const char *e = v[at] == '\\' && at + 1 < end ? memchr(esc_in, v[at + 1], sizeof esc_in - 1) : NULL;
+        if (!e) { /* a raw quote (the content ended early), \\u or a bad escape: not the fast form */
+            free(copy);
+            return 0;
+        }
+        copy[n++] = esc_out[e - esc_in];
+        at += 2;
+    }
+    copy[n] = '\0';
+    out->role = role;
+    out->content = copy;
+    out->content_len = n;
+    return 1;
+}
+
 int job_history_entry_parse(const char *value, size_t len, size_t max_bytes, chat_message_t *out,
                             job_error_t *err)
 {
@@ -535,6 +589,9 @@ int job_history_entry_parse(const char *value, size_t len, size_t max_bytes, cha
     job_scan_result_t scan = job_json_prescan(value, len, &at);
     if (scan != JOB_SCAN_OK)
         return fail_scan(err, "history entry", scan, at);
+    int fast = history_entry_fast(value, len, out);
+    if (fast != 0)
+        return fast > 0 ? 0 : fail_oom(err);
     cJSON *tree = tree_parse(value, len, &oom, &at);
     if (!tree)
         return oom ? fail_oom(err)

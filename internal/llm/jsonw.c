@@ -49,6 +49,10 @@ int llm_jw_str_bytes(buf_t *b, const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') { /* the common case: plain ASCII */
+            i++;
+            continue;
+        }
         size_t seq = utf8_seq_len(u + i, n - i);
         if (seq > 1 || (seq == 1 && c >= 0x20 && c != '"' && c != '\\')) {
             i += seq;

@@ -111,66 +111,100 @@ static int check_params(const llm_params_t *params, char *err, size_t errlen)
     return 0;
 }
 
-int llm_request_build(const config_provider_t *p, const chat_message_t *msgs, size_t n,
-                      const llm_params_t *params, bool stream, llm_request_t *out, char *err, size_t errlen)
+int llm_endpoint_build(const config_provider_t *p, bool stream, llm_endpoint_t *out, char *err, size_t errlen)
 {
-    static const llm_params_t no_params;
     const llm_provider_t *prov = llm_provider_of(p->type);
     llm_headers_t h = {0};
-    buf_t url, body;
+    buf_t url;
     buf_init(&url, 0);
-    buf_init(&body, 0);
     memset(out, 0, sizeof *out);
-    if (!params)
-        params = &no_params;
-    int rc = -1;
     if (!p->base_url || !*p->base_url || !p->model || !*p->model) {
         snprintf(err, errlen, "provider %s: base_url and model are required", p->name ? p->name : "?");
-        goto out;
+        goto fail;
     }
-    if (n == 0) {
-        snprintf(err, errlen, "no messages");
-        goto out;
-    }
-    if (check_params(params, err, errlen) < 0 || build_headers(&h, p, stream, err, errlen) < 0)
-        goto out;
+    if (build_headers(&h, p, stream, err, errlen) < 0)
+        goto fail;
     size_t base_len = strlen(p->base_url);
     while (base_len > 0 && p->base_url[base_len - 1] == '/')
         base_len--;
-    if (buf_append(&url, p->base_url, base_len) < 0 || buf_append_str(&url, prov->path) < 0) {
+    if (buf_append(&url, p->base_url, base_len) < 0 || buf_append_str(&url, prov->path) < 0 ||
+        !(out->url = buf_steal(&url, NULL))) {
         snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    if (prov->body(&body, p, msgs, n, params, stream, &out->dropped_params, err, errlen) < 0)
-        goto out;
-    out->url = buf_steal(&url, NULL);
-    out->body = buf_steal(&body, &out->body_len);
-    if (!out->url || !out->body) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
+        goto fail;
     }
     out->headers = h.v;
     out->n_headers = h.n;
-    h.v = NULL;
-    h.n = 0;
-    rc = 0;
-out:
+    return 0;
+fail:
     for (size_t i = 0; i < h.n; i++)
         free(h.v[i]);
     free(h.v);
     buf_free(&url);
-    buf_free(&body);
-    if (rc < 0)
-        llm_request_free(out);
-    return rc;
+    return -1;
+}
+
+void llm_endpoint_free(llm_endpoint_t *e)
+{
+    for (size_t i = 0; i < e->n_headers; i++)
+        free(e->headers[i]);
+    free(e->headers);
+    free(e->url);
+    memset(e, 0, sizeof *e);
+}
+
+int llm_request_build_on(const llm_endpoint_t *ep, const config_provider_t *p, const chat_message_t *msgs,
+                         size_t n, const llm_params_t *params, bool stream, llm_request_t *out, char *err,
+                         size_t errlen)
+{
+    static const llm_params_t no_params;
+    buf_t body;
+    buf_init(&body, 0);
+    memset(out, 0, sizeof *out);
+    if (!params)
+        params = &no_params;
+    if (n == 0) {
+        snprintf(err, errlen, "no messages");
+        return -1;
+    }
+    if (check_params(params, err, errlen) < 0 ||
+        llm_provider_of(p->type)->body(&body, p, msgs, n, params, stream, &out->dropped_params, err, errlen) < 0) {
+        buf_free(&body);
+        return -1;
+    }
+    if (!(out->body = buf_steal(&body, &out->body_len))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    out->url = ep->url;
+    out->headers = ep->headers;
+    out->n_headers = ep->n_headers;
+    out->borrowed = true;
+    return 0;
+}
+
+int llm_request_build(const config_provider_t *p, const chat_message_t *msgs, size_t n,
+                      const llm_params_t *params, bool stream, llm_request_t *out, char *err, size_t errlen)
+{
+    llm_endpoint_t ep;
+    memset(out, 0, sizeof *out);
+    if (llm_endpoint_build(p, stream, &ep, err, errlen) < 0)
+        return -1;
+    if (llm_request_build_on(&ep, p, msgs, n, params, stream, out, err, errlen) < 0) {
+        llm_endpoint_free(&ep);
+        return -1;
+    }
+    out->borrowed = false; /* the request owns ep's URL and headers from now on */
+    return 0;
 }
 
 void llm_request_free(llm_request_t *r)
 {
-    for (size_t i = 0; i < r->n_headers; i++)
-        free(r->headers[i]);
-    free(r->headers);
-    free(r->url);
+    if (!r->borrowed) {
+        for (size_t i = 0; i < r->n_headers; i++)
+            free(r->headers[i]);
+        free(r->headers);
+        free(r->url);
+    }
     free(r->body);
     memset(r, 0, sizeof *r);
 }

@@ -48,7 +48,24 @@ typedef struct {
     char *body; /* JSON, body_len bytes (NUL-terminated too) */
     size_t body_len;
     unsigned dropped_params; /* LLM_PARAM_* bits */
+    bool borrowed;           /* url and headers belong to an llm_endpoint_t (llm_request_build_on) */
 } llm_request_t;
+
+/* What every request of one provider (streamed or not) shares: the URL and the headers, auth included. */
+typedef struct {
+    char *url;
+    char **headers;
+    size_t n_headers;
+} llm_endpoint_t;
+
+/* Builds p's endpoint for stream or non-stream calls. 0, or -1 with err (never showing a header value). */
+int llm_endpoint_build(const config_provider_t *p, bool stream, llm_endpoint_t *out, char *err, size_t errlen);
+void llm_endpoint_free(llm_endpoint_t *e);
+/* Like llm_request_build, with the URL and headers borrowed from ep (built for p and stream), which must
+ * outlive out: only the body is built per call. */
+int llm_request_build_on(const llm_endpoint_t *ep, const config_provider_t *p, const chat_message_t *msgs,
+                         size_t n, const llm_params_t *params, bool stream, llm_request_t *out, char *err,
+                         size_t errlen);
 
 /* Builds the request for provider p (OpenAI: POST base_url/chat/completions; Anthropic: POST
  * base_url/messages). Anthropic gets the system messages joined by "\n\n" as its top-level `system`,

@@ -45,6 +45,10 @@ void router_free(router_t *r)
 {
     if (!r)
         return;
+    for (size_t i = 0; r->providers && i < r->cfg->llm.n_providers; i++)
+        for (int k = 0; k < 2; k++)
+            if (r->providers[i].has_endpoint[k])
+                llm_endpoint_free(&r->providers[i].endpoint[k]);
     free(r->providers);
     free(r);
 }
@@ -328,8 +332,12 @@ static void call_build_requests(router_call_t *call, const router_request_t *req
     for (size_t s = 0; s < call->n; s++) {
         const config_provider_t *p = &r->cfg->llm.providers[call->order[s]];
         char err[256], text[300];
-        if (llm_request_build(p, req->messages, req->n_messages, req->params, req->stream, &call->requests[s],
-                              err, sizeof err) == 0) {
+        router_provider_t *rp = &r->providers[call->order[s]];
+        bool st = req->stream;
+        if (!rp->has_endpoint[st])
+            rp->has_endpoint[st] = llm_endpoint_build(p, st, &rp->endpoint[st], err, sizeof err) == 0;
+        if (rp->has_endpoint[st] && llm_request_build_on(&rp->endpoint[st], p, req->messages, req->n_messages,
+                                                         req->params, st, &call->requests[s], err, sizeof err) == 0) {
             warn_dropped(r, call->order[s], call->requests[s].dropped_params);
             continue;
         }

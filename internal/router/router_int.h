@@ -27,6 +27,8 @@ typedef struct {
     router_window_t latency; /* whole answer, not streamed */
     router_window_t ttft;    /* first token, streamed */
     unsigned warned_params;  /* LLM_PARAM_* already logged as dropped */
+    llm_endpoint_t endpoint[2]; /* URL and headers for [stream], built at the first call that needs them */
+    bool has_endpoint[2];
 } router_provider_t;
 
 struct router {

@@ -22,6 +22,7 @@ Environment (defaults in brackets):
                BENCH_TAIL_PROB [0.05]
   scaleout:    BENCH_SO_JOBS [6000] BENCH_SO_PROCS [1,2,4] BENCH_SO_MIF [500] BENCH_SO_LAT_MS [1000]
   callgrind:   BENCH_CALLGRIND [1] BENCH_CG_JOBS [1000] BENCH_CG_LAT_MS [20]
+               BENCH_CG_OUT [unset]  a path to keep the callgrind output (for callgrind_annotate)
   BENCH_FETCH_WAIT_MS [10]  fetch.wait.max.ms of both workers in the latency and tail workloads
   BENCH_PERF [0]  1: `perf record -e cpu-clock -g` of parley during the throughput run
   PARLEY (build/parley), PEER, BENCH_OUT (tests/bench)
@@ -594,6 +595,8 @@ def w_callgrind(b, workers):
     ir = None
     for f in os.listdir(b.s.tmp):
         if f.startswith("callgrind.out"):
+            if os.environ.get("BENCH_CG_OUT"):
+                shutil.copy(os.path.join(b.s.tmp, f), os.environ["BENCH_CG_OUT"])
             for line in open(os.path.join(b.s.tmp, f)):
                 if line.startswith(("summary:", "totals:")):
                     ir = (ir or 0) + int(line.split()[1])

@@ -153,6 +153,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     chat_message_t m;
     if (job_history_entry_parse(v, size, 4096, &m, &err) == 0) {
         CHECK(m.role && m.content && strlen(m.content) == m.content_len);
+        /* the tree-free fast path and cJSON must read the same entry */
+        cJSON *ref = cJSON_ParseWithLength(v, size);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(ref, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(ref, "content");
+        CHECK(cJSON_IsString(role) && strcmp(role->valuestring, m.role) == 0);
+        CHECK(cJSON_IsString(content) && strcmp(content->valuestring, m.content) == 0);
+        cJSON_Delete(ref);
         job_message_release(&m);
     }
     check_escaper(v, size);

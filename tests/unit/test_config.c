@@ -68,6 +68,7 @@ static const char full_yaml[] =
     "      breaker: {failures: 3, failure_ratio: 0.25, window_s: 10, min_requests: 4,"
     " cooldown_s: 5}\n"
     "      price: {input_per_mtok: 0.15, output_per_mtok: 0.6}\n"
+    "      http_version: 2\n"
     "      tls_verify: false\n"
     "      ca_file: /etc/prov.pem\n"
     "      weight: 2.5\n"
@@ -194,6 +195,7 @@ static void full_file_loads(void **state)
     assert_true(oa->price_set);
     assert_true(oa->price_input_per_mtok == 0.15);
     assert_true(oa->price_output_per_mtok == 0.6);
+    assert_int_equal(oa->http_version, PROVIDER_HTTP_2);
     assert_false(oa->tls_verify);
     assert_string_equal(oa->ca_file, "/etc/prov.pem");
     assert_true(oa->weight == 2.5);
@@ -319,6 +321,7 @@ static void provider_defaults_filled(void **state)
     assert_int_equal(p->breaker.cooldown_s, 30);
     assert_false(p->price_set);
     assert_true(p->tls_verify);
+    assert_int_equal(p->http_version, PROVIDER_HTTP_AUTO);
     assert_null(p->ca_file);
     assert_string_equal(p->anthropic_version, "2023-06-01");
     assert_int_equal(p->max_tokens_default, 1024);

@@ -625,12 +625,34 @@ static void history_entry_round_trip(void **state)
     job_message_release(&back);
     free(s);
 
+    /* the exact encoder form is read without a tree; every other form through cJSON: same answers */
+    static const struct {
+        const char *v, *content;
+    } forms[] = {
+        {"{\"role\":\"user\",\"content\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}", "\"\\/\b\f\n\r\t"},
+        {"{\"role\":\"user\",\"content\":\"caf\\u00e9 \\ud83d\\ude00\"}", "caf\xc3\xa9 \xf0\x9f\x98\x80"},
+        {"{ \"role\": \"system\", \"content\": \"spaced\" }", "spaced"},
+        {"{\"content\":\"swapped\",\"role\":\"assistant\"}", "swapped"},
+        {"{\"role\":\"user\",\"content\":\"\"}", ""},
+        {"{\"role\":\"user\",\"content\":\"a\",\"content\":\"b\"}", "a"}, /* the first, as cJSON reads it */
+    };
+    for (size_t i = 0; i < BASE_ARRAY_LEN(forms); i++) {
+        if (job_history_entry_parse(forms[i].v, strlen(forms[i].v), 1024, &back, &err) != 0)
+            fail_msg("form %zu: %s", i, err.message);
+        assert_string_equal(back.content, forms[i].content);
+        assert_int_equal(back.content_len, strlen(forms[i].content));
+        job_message_release(&back);
+    }
+
     static const struct {
         const char *v;
         job_error_code_t code;
         const char *msg;
     } bad[] = {
         {"nope", JOB_ERR_INVALID_JOB, "history entry: not JSON"},
+        {"{\"role\":\"user\",\"content\":\"x\"}}", JOB_ERR_INVALID_JOB, "history entry: not JSON"},
+        {"{\"role\":\"user\",\"content\":\"x\\\"}", JOB_ERR_INVALID_JOB, "history entry: not JSON"},
+        {"{\"role\":\"user\",\"content\":\"x\\q\"}", JOB_ERR_INVALID_JOB, "history entry: not JSON"},
         {"[]", JOB_ERR_INVALID_JOB, "history entry: must be a JSON object"},
         {"{\"content\":\"x\"}", JOB_ERR_INVALID_JOB, "history entry.role: must be system, user or assistant"},
         {"{\"role\":\"tool\",\"content\":\"x\"}", JOB_ERR_INVALID_JOB, "history entry.role: must be"},
