@@ -16,6 +16,7 @@ static log_format_t line_format = LOG_FORMAT_JSON;
 static FILE *log_out;
 static char *secrets[LOG_MAX_SECRETS];
 static size_t n_secrets;
+static bool secret_first[256]; /* first bytes of the registered secrets: only there can one start */
 static pthread_mutex_t secrets_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -60,8 +61,10 @@ void log_register_secret(const char *value)
             goto out;
     if (n_secrets < LOG_MAX_SECRETS) {
         char *copy = base_strdup(value);
-        if (copy)
+        if (copy) {
             secrets[n_secrets++] = copy;
+            secret_first[(unsigned char)copy[0]] = true;
+        }
     }
 out:
     pthread_mutex_unlock(&secrets_lock);
@@ -73,6 +76,7 @@ void log_forget_secrets(void)
     for (size_t i = 0; i < n_secrets; i++)
         free(secrets[i]);
     n_secrets = 0;
+    memset(secret_first, 0, sizeof secret_first);
     pthread_mutex_unlock(&secrets_lock);
 }
 
@@ -106,14 +110,21 @@ static size_t secret_at(const char *s)
 /* Appends s, JSON-escaped when json is set, with registered secrets replaced by the mask. */
 static void line_put_value(line_t *l, const char *s, bool json)
 {
-    for (; s && *s; s++) {
+    while (s && *s) {
+        size_t run = 0; /* bytes that need neither escaping nor a secret check, copied at once */
+        for (unsigned char c; (c = (unsigned char)s[run]) >= 0x20 && c != '"' && c != '\\' && !secret_first[c];)
+            run++;
+        line_put(l, s, run);
+        s += run;
+        if (!*s)
+            break;
         size_t secret_len = n_secrets ? secret_at(s) : 0;
         if (secret_len) {
             line_puts(l, SECRET_MASK);
-            s += secret_len - 1;
+            s += secret_len;
             continue;
         }
-        unsigned char c = (unsigned char)*s;
+        unsigned char c = (unsigned char)*s++;
         if (json && (c == '"' || c == '\\')) {
             char esc[2] = {'\\', (char)c};
             line_put(l, esc, 2);

@@ -71,12 +71,14 @@ static void log_masks_registered_secrets(void **state)
     log_register_secret("sk-abcdef123");
     log_info("calling provider", LOG_S("url", "http://x/?key=sk-abcdef123"), LOG_I("n", 3),
              LOG_S("q", "a\"b"));
+    log_info("near misses", LOG_S("v", "ssk-abcdef12 ssk-abcdef123s\t"));
     log_debug("no fields");
     fclose(out);
     assert_null(strstr(text, "sk-abcdef123"));
     assert_non_null(strstr(text, "\"url\":\"http://x/?key=***\""));
     assert_non_null(strstr(text, "\"n\":3"));
     assert_non_null(strstr(text, "\"q\":\"a\\\"b\""));
+    assert_non_null(strstr(text, "\"v\":\"ssk-abcdef12 s***s\\u0009\""));
     assert_non_null(strstr(text, "\"msg\":\"no fields\"}"));
     free(text);
     log_forget_secrets();
