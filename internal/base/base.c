@@ -2,6 +2,7 @@
 #include "base/base.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,4 +144,35 @@ char *buf_steal(buf_t *b, size_t *len)
     b->data = NULL;
     b->len = b->cap = 0;
     return d;
+}
+
+#define JSON_ONES  0x0101010101010101ULL
+#define JSON_HIGHS 0x8080808080808080ULL
+
+static bool json_plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
+
+size_t base_json_plain_run(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, q, bs;
+        memcpy(&w, p + i, 8);
+        q = w ^ (JSON_ONES * '"');
+        bs = w ^ (JSON_ONES * '\\');
+        /* high bit of each byte that is >= 0x80, '"', '\\' or < 0x20 (haszero / hasless); the
+         * lowest one is exact, so on a little-endian machine it gives the first such byte */
+        uint64_t special =
+            (w | ((q - JSON_ONES) & ~q) | ((bs - JSON_ONES) & ~bs) | ((w - JSON_ONES * 0x20) & ~w)) &
+            JSON_HIGHS;
+        if (special) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return i + (size_t)__builtin_ctzll(special) / 8;
+#else
+            break;
+#endif
+        }
+    }
+    while (i < n && json_plain(p[i]))
+        i++;
+    return i;
 }

@@ -39,6 +39,10 @@ int buf_append(buf_t *b, const void *data, size_t n);
 int buf_reserve(buf_t *b, size_t extra);
 int buf_append_str(buf_t *b, const char *s);
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* How many leading bytes of p[0..n) are plain JSON string bytes, to be copied without escaping: ASCII
+ * 0x20..0x7F except '"' and '\\' (8 at a time). */
+size_t base_json_plain_run(const unsigned char *p, size_t n);
 void buf_reset(buf_t *b);
 void buf_free(buf_t *b);
 /* Hands the data to the caller (who frees it) and leaves b empty. */

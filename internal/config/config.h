@@ -59,12 +59,12 @@ typedef struct {
     double price_output_per_mtok; /* USD per million output tokens */
     bool price_set;
     provider_http_t http_version; /* default auto */
-    bool tls_verify;            /* default true */
-    char *ca_file;              /* NULL = system store */
-    char *anthropic_version;    /* default "2023-06-01" */
-    int64_t max_tokens_default; /* anthropic needs max_tokens (default 1024) */
-    double weight;              /* for weighted choice of the first provider (default 1) */
-    config_kv_t *headers;       /* extra request headers */
+    bool tls_verify;              /* default true */
+    char *ca_file;                /* NULL = system store */
+    char *anthropic_version;      /* default "2023-06-01" */
+    int64_t max_tokens_default;   /* anthropic needs max_tokens (default 1024) */
+    double weight;                /* for weighted choice of the first provider (default 1) */
+    config_kv_t *headers;         /* extra request headers */
     size_t n_headers;
 } config_provider_t;
 

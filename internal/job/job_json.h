@@ -22,10 +22,6 @@ static inline int job_buf_put(buf_t *b, const void *s, size_t n)
     return 0;
 }
 
-/* How many leading bytes of p[0..n) are plain JSON string bytes: ASCII 0x20..0x7F except '"'
- * and '\\' (8 at a time). */
-size_t job_json_plain_run(const unsigned char *p, size_t n);
-
 /* Length (1..4) of the valid UTF-8 sequence at p[0..n), or 0 when it is invalid. */
 size_t job_utf8_seq_len(const unsigned char *p, size_t n);
 

@@ -39,42 +39,13 @@ size_t job_utf8_seq_len(const unsigned char *p, size_t n)
     return len;
 }
 
-#define ONES  0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-static bool plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
-
-size_t job_json_plain_run(const unsigned char *p, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w, q, bs;
-        memcpy(&w, p + i, 8);
-        q = w ^ (ONES * '"');
-        bs = w ^ (ONES * '\\');
-        /* high bit of each byte that is >= 0x80, '"', '\\' or < 0x20 (haszero / hasless); the
-         * lowest one is exact, so on a little-endian machine it gives the first such byte */
-        uint64_t special = (w | ((q - ONES) & ~q) | ((bs - ONES) & ~bs) | ((w - ONES * 0x20) & ~w)) & HIGHS;
-        if (special) {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            return i + (size_t)__builtin_ctzll(special) / 8;
-#else
-            break;
-#endif
-        }
-    }
-    while (i < n && plain(p[i]))
-        i++;
-    return i;
-}
-
 job_scan_result_t job_json_prescan(const char *s, size_t n, size_t *at)
 {
     const unsigned char *p = (const unsigned char *)s;
     bool in_string = false;
     size_t i = 0;
     while (i < n) {
-        i += job_json_plain_run(p + i, n - i);
+        i += base_json_plain_run(p + i, n - i);
         if (i >= n)
             break;
         unsigned char c = p[i];
@@ -242,7 +213,7 @@ int job_json_append_string(buf_t *b, const char *s, size_t n, unsigned flags)
         return -1;
     size_t start = 0, i = 0;
     while (i < n) {
-        i += job_json_plain_run(p + i, n - i);
+        i += base_json_plain_run(p + i, n - i);
         if (i >= n)
             break;
         unsigned char c = p[i];

@@ -551,7 +551,7 @@ static int history_entry_fast(const char *v, size_t len, chat_message_t *out)
         return -1;
     size_t n = 0;
     while (at < end) {
-        size_t run = job_json_plain_run(p + at, end - at);
+        size_t run = base_json_plain_run(p + at, end - at);
         memcpy(copy + n, v + at, run);
         n += run;
         at += run;

@@ -48,11 +48,10 @@ int llm_jw_str_bytes(buf_t *b, const char *s, size_t n)
     size_t run = 0; /* start of the pending run of bytes that need no escaping */
     size_t i = 0;
     while (i < n) {
+        i += base_json_plain_run(u + i, n - i); /* the common case: plain ASCII, 8 bytes at a time */
+        if (i >= n)
+            break;
         unsigned char c = u[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') { /* the common case: plain ASCII */
-            i++;
-            continue;
-        }
         size_t seq = utf8_seq_len(u + i, n - i);
         if (seq > 1 || (seq == 1 && c >= 0x20 && c != '"' && c != '\\')) {
             i += seq;

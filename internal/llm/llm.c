@@ -166,8 +166,16 @@ int llm_request_build_on(const llm_endpoint_t *ep, const config_provider_t *p, c
         snprintf(err, errlen, "no messages");
         return -1;
     }
+    size_t estimate = 256; /* the body's size when nothing needs escaping: one allocation, no regrowth */
+    for (size_t i = 0; i < n; i++)
+        estimate += msgs[i].content_len + 48;
+    if (buf_reserve(&body, estimate) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (check_params(params, err, errlen) < 0 ||
-        llm_provider_of(p->type)->body(&body, p, msgs, n, params, stream, &out->dropped_params, err, errlen) < 0) {
+        llm_provider_of(p->type)->body(&body, p, msgs, n, params, stream, &out->dropped_params, err, errlen) <
+            0) {
         buf_free(&body);
         return -1;
     }

@@ -59,7 +59,8 @@ typedef struct {
 } llm_endpoint_t;
 
 /* Builds p's endpoint for stream or non-stream calls. 0, or -1 with err (never showing a header value). */
-int llm_endpoint_build(const config_provider_t *p, bool stream, llm_endpoint_t *out, char *err, size_t errlen);
+int llm_endpoint_build(const config_provider_t *p, bool stream, llm_endpoint_t *out, char *err,
+                       size_t errlen);
 void llm_endpoint_free(llm_endpoint_t *e);
 /* Like llm_request_build, with the URL and headers borrowed from ep (built for p and stream), which must
  * outlive out: only the body is built per call. */

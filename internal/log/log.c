@@ -112,7 +112,8 @@ static void line_put_value(line_t *l, const char *s, bool json)
 {
     while (s && *s) {
         size_t run = 0; /* bytes that need neither escaping nor a secret check, copied at once */
-        for (unsigned char c; (c = (unsigned char)s[run]) >= 0x20 && c != '"' && c != '\\' && !secret_first[c];)
+        for (unsigned char c;
+             (c = (unsigned char)s[run]) >= 0x20 && c != '"' && c != '\\' && !secret_first[c];)
             run++;
         line_put(l, s, run);
         s += run;

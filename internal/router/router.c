@@ -336,8 +336,9 @@ static void call_build_requests(router_call_t *call, const router_request_t *req
         bool st = req->stream;
         if (!rp->has_endpoint[st])
             rp->has_endpoint[st] = llm_endpoint_build(p, st, &rp->endpoint[st], err, sizeof err) == 0;
-        if (rp->has_endpoint[st] && llm_request_build_on(&rp->endpoint[st], p, req->messages, req->n_messages,
-                                                         req->params, st, &call->requests[s], err, sizeof err) == 0) {
+        if (rp->has_endpoint[st] &&
+            llm_request_build_on(&rp->endpoint[st], p, req->messages, req->n_messages, req->params, st,
+                                 &call->requests[s], err, sizeof err) == 0) {
             warn_dropped(r, call->order[s], call->requests[s].dropped_params);
             continue;
         }
@@ -397,7 +398,8 @@ router_call_t *router_start(router_t *r, const router_request_t *req, const rout
     call_set_deadline(call, req);
     if (req->traceparent && strlen(req->traceparent) == ROUTER_TRACEPARENT - 1)
         memcpy(call->traceparent, req->traceparent, ROUTER_TRACEPARENT);
-    if (call->traceparent[0] && req->tracestate && req->tracestate[0] && strlen(req->tracestate) < ROUTER_TRACESTATE)
+    if (call->traceparent[0] && req->tracestate && req->tracestate[0] &&
+        strlen(req->tracestate) < ROUTER_TRACESTATE)
         call->tracestate = base_strdup(req->tracestate); /* NULL on OOM: sent without tracestate */
     call->est_tokens = llm_estimate_prompt_tokens(req->messages, req->n_messages);
     router_order(r, route, call->order);

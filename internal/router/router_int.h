@@ -24,9 +24,9 @@ typedef struct {
 } router_window_t;
 
 typedef struct {
-    router_window_t latency; /* whole answer, not streamed */
-    router_window_t ttft;    /* first token, streamed */
-    unsigned warned_params;  /* LLM_PARAM_* already logged as dropped */
+    router_window_t latency;    /* whole answer, not streamed */
+    router_window_t ttft;       /* first token, streamed */
+    unsigned warned_params;     /* LLM_PARAM_* already logged as dropped */
     llm_endpoint_t endpoint[2]; /* URL and headers for [stream], built at the first call that needs them */
     bool has_endpoint[2];
 } router_provider_t;
@@ -75,7 +75,7 @@ typedef struct attempt {
     buf_t body;
     llm_stream_t *stream;
     struct llm_stream_sink sink;
-    bool published; /* deltas of it were handed out */
+    bool published;       /* deltas of it were handed out */
     llm_result_t *result; /* allocated when a response is judged (most waiting attempts never need one) */
     job_attempt_t record;
     char why[ROUTER_WHY_MAX];
