@@ -13,6 +13,8 @@ dated section to tests/bench/RESULTS.md.
 Environment (defaults in brackets):
   BENCH_WORKLOADS [throughput,concurrency,latency,tail,scaleout,callgrind]  which to run
   BENCH_WORKERS [parley,peer]       BENCH_WARMUP [200] jobs before each measured phase
+                                    (also parley-h1: parley with its providers on HTTP/1.1 through libcurl)
+  BENCH_HTTP_VERSION [2]            llm.providers[].http_version of parley's runs (auto, 1.1 or 2)
   BENCH_STALL_S [60]                a run with no new reply for this long stops waiting (and is INVALID)
   throughput:  BENCH_TP_JOBS [20000] BENCH_TP_CONVS [2000] BENCH_TP_LAT_MS [200] BENCH_TP_MIF [2000]
   concurrency: BENCH_CONC_JOBS [20000] BENCH_CONC_MIF [10000] BENCH_CONC_LAT_MS [2000]
@@ -39,6 +41,7 @@ PARLEY = os.environ.get("PARLEY", os.path.join(ROOT, "build", "parley"))
 PEER = os.environ.get("PEER", os.path.abspath(os.path.join(ROOT, "..", "shared", "peers", "asyncio_worker.py")))
 PY = "/usr/bin/python3"
 CLK = os.sysconf("SC_CLK_TCK")
+HTTP_VERSION = os.environ.get("BENCH_HTTP_VERSION", "2")
 SAMPLE_S = int(os.environ.get("BENCH_SAMPLE_MS", "150")) / 1000
 
 
@@ -285,6 +288,8 @@ class Bench:
                            **(props or {})}
         cfg["redis"] = {"url": f"redis://127.0.0.1:{self.s.redis_port}/0", "key_prefix": f"p-{run}"}
         cfg["llm"]["providers"] = [p for p in cfg["llm"]["providers"] if p["name"] in providers]
+        for p in cfg["llm"]["providers"]:
+            p["http_version"] = HTTP_VERSION  # parley's key; the peer ignores it (aiohttp speaks HTTP/1.1)
         cfg["llm"]["strategy"] = strategy
         if routes:
             cfg["llm"]["routes"] = routes
@@ -296,7 +301,13 @@ class Bench:
         return path
 
     def start(self, kind, cfg, name, wrap=()):
-        if kind == "parley":
+        if kind == "parley-h1":  # the same parley with its providers on libcurl HTTP/1.1, for comparison
+            doc = yaml.safe_load(open(cfg))
+            for p in doc["llm"]["providers"]:
+                p["http_version"] = "1.1"
+            cfg = cfg[:-5] + "-h1.yaml"
+            yaml.safe_dump(doc, open(cfg, "w"), sort_keys=False)
+        if kind.startswith("parley"):
             args = [*wrap, PARLEY, "worker", "-c", cfg]
         else:
             args = [PY, PEER, "-c", cfg] + (["--uvloop"] if kind == "peer-uvloop" else [])
@@ -504,7 +515,7 @@ def w_tail(b, workers):
                  {"default": {"strategy": "hedge", "providers": ["a", "b"], "hedge_delay_ms": "auto"}})]
     for vname, provs, strat, routes in variants:
         for kind in workers:
-            if vname == "hedge" and kind != "parley":
+            if vname == "hedge" and not kind.startswith("parley"):
                 continue  # the peer has no hedging
             b.s.control(a={"latency_ms": lat, "tail_ms": slow, "tail_prob": prob, "seed": 7},
                         b={"latency_ms": lat, "tail_prob": 0})
