@@ -64,8 +64,8 @@ struct ejob {
     engine_t *e;
     kafka_message_t *msg; /* NULL once handed back */
     job_t *job;           /* NULL for a dead letter */
-    job_error_t perr;
-    conv_t *conv; /* set while in a conversation queue */
+    job_error_t *perr;    /* why it is a dead letter; NULL while it is a valid job */
+    conv_t *conv;         /* set while in a conversation queue */
     ejob_t *next_in_conv;
     ejob_t *prev, *next; /* the engine's list of every held job */
     ejob_stage_t stage;

@@ -18,10 +18,10 @@ static void job_begin(ejob_t *j);
 static void job_publish(ejob_t *j);
 static void job_store(ejob_t *j);
 
-static const char *job_id_of(const ejob_t *j) { return j->job ? j->job->job_id : j->perr.job_id; }
+static const char *job_id_of(const ejob_t *j) { return j->job ? j->job->job_id : j->perr->job_id; }
 static const char *conv_id_of(const ejob_t *j)
 {
-    return j->job ? j->job->conversation_id : j->perr.conversation_id;
+    return j->job ? j->job->conversation_id : j->perr->conversation_id;
 }
 
 static void job_log_fields_warn(const ejob_t *j, const char *msg, const char *detail)
@@ -87,7 +87,7 @@ static int reply_error(ejob_t *j, job_status_t status, job_error_code_t code, co
     r.status = status;
     r.error_code = code;
     r.error_message = message;
-    r.metadata_json = j->job ? j->job->metadata_json : j->perr.metadata_json;
+    r.metadata_json = j->job ? j->job->metadata_json : j->perr->metadata_json;
     r.attempts = attempts;
     r.n_attempts = n_attempts;
     j->timing.total_ms = base_mono_ms() - j->received_ms;
@@ -135,9 +135,9 @@ static void dead_letter_publish(ejob_t *j)
     char partition[16], offset[24];
     snprintf(partition, sizeof partition, "%d", (int)m->partition);
     snprintf(offset, sizeof offset, "%lld", (long long)m->offset);
-    const char *code = job_error_code_name(j->perr.code);
+    const char *code = job_error_code_name(j->perr->code);
     h[n++] = (kafka_header_t){"parley-error-code", code, strlen(code)};
-    h[n++] = (kafka_header_t){"parley-error", j->perr.message, strlen(j->perr.message)};
+    h[n++] = (kafka_header_t){"parley-error", j->perr->message, strlen(j->perr->message)};
     h[n++] = (kafka_header_t){"parley-source-topic", m->topic, strlen(m->topic)};
     h[n++] = (kafka_header_t){"parley-source-partition", partition, strlen(partition)};
     h[n++] = (kafka_header_t){"parley-source-offset", offset, strlen(offset)};
@@ -154,9 +154,9 @@ static void dead_letter_publish(ejob_t *j)
     metric_inc(e->m.dead_letters);
     if (!j->reply)
         return;
-    const char *id = j->perr.job_id;
+    const char *id = j->perr->job_id;
     kafka_header_t rh = {"job_id", id, strlen(id)};
-    const char *conv = j->perr.conversation_id;
+    const char *conv = j->perr->conversation_id;
     if (kafka_produce(e->producer, j->reply_topic, conv, strlen(conv), j->reply, j->reply_len, &rh, 1,
                       on_dead_letter_delivery, j) == 0) {
         j->awaiting++;
@@ -167,18 +167,18 @@ static void dead_letter_publish(ejob_t *j)
 static void dead_letter(ejob_t *j)
 {
     engine_t *e = j->e;
-    log_warn("job dead-lettered", LOG_S("job_id", j->perr.job_id ? j->perr.job_id : ""),
-             LOG_S("conversation_id", j->perr.conversation_id ? j->perr.conversation_id : ""),
-             LOG_S("code", job_error_code_name(j->perr.code)), LOG_S("error", j->perr.message),
+    log_warn("job dead-lettered", LOG_S("job_id", j->perr->job_id ? j->perr->job_id : ""),
+             LOG_S("conversation_id", j->perr->conversation_id ? j->perr->conversation_id : ""),
+             LOG_S("code", job_error_code_name(j->perr->code)), LOG_S("error", j->perr->message),
              LOG_S("topic", j->msg->topic), LOG_I("partition", j->msg->partition),
              LOG_I("offset", j->msg->offset));
     if (!j->reply_topic)
         j->reply_topic = e->cfg->kafka.reply_topic;
-    if (job_error_ids_readable(&j->perr) &&
-        reply_error(j, JOB_STATUS_ERROR, j->perr.code, j->perr.message, NULL, 0) != 0)
-        log_error("out of memory encoding an error reply", LOG_S("job_id", j->perr.job_id));
-    else if (!job_error_ids_readable(&j->perr))
-        metric_inc(e->m.jobs[JOB_STATUS_ERROR][j->perr.code]);
+    if (job_error_ids_readable(j->perr) &&
+        reply_error(j, JOB_STATUS_ERROR, j->perr->code, j->perr->message, NULL, 0) != 0)
+        log_error("out of memory encoding an error reply", LOG_S("job_id", j->perr->job_id));
+    else if (!job_error_ids_readable(j->perr))
+        metric_inc(e->m.jobs[JOB_STATUS_ERROR][j->perr->code]);
     dead_letter_publish(j);
 }
 
@@ -186,12 +186,18 @@ static void dead_letter(ejob_t *j)
 static void dead_letter_valid_job(ejob_t *j, job_error_code_t code, const char *fmt, const char *what)
 {
     job_t *job = j->job;
-    j->perr.code = code;
-    snprintf(j->perr.message, sizeof j->perr.message, fmt, what);
-    j->perr.job_id = base_strdup(job->job_id);
-    j->perr.conversation_id = base_strdup(job->conversation_id);
+    if (!j->perr && !(j->perr = base_calloc(1, sizeof *j->perr))) {
+        j->job = NULL;
+        job_free(job);
+        job_wait(j, OP_PARSE, RETRY_PARSE_MS); /* out of memory: parsed again later */
+        return;
+    }
+    j->perr->code = code;
+    snprintf(j->perr->message, sizeof j->perr->message, fmt, what);
+    j->perr->job_id = base_strdup(job->job_id);
+    j->perr->conversation_id = base_strdup(job->conversation_id);
     if (job->metadata_json)
-        j->perr.metadata_json = base_strdup(job->metadata_json);
+        j->perr->metadata_json = base_strdup(job->metadata_json);
     j->job = NULL;
     job_free(job);
     dead_letter(j);
@@ -213,15 +219,20 @@ static void job_parse_and_route(ejob_t *j)
 {
     engine_t *e = j->e;
     kafka_message_t *m = j->msg;
-    job_error_free(&j->perr);
-    if (job_parse(m->value, m->value_len, &e->job_limits, &j->job, &j->perr) != 0) {
-        if (j->perr.code == JOB_ERR_INTERNAL) { /* out of memory: not the job's fault */
+    job_error_t perr;
+    if (job_parse(m->value, m->value_len, &e->job_limits, &j->job, &perr) != 0) {
+        /* out of memory is not the job's fault: parsed again later */
+        if (perr.code == JOB_ERR_INTERNAL || (!j->perr && !(j->perr = base_calloc(1, sizeof *j->perr)))) {
+            job_error_free(&perr);
             job_wait(j, OP_PARSE, RETRY_PARSE_MS);
             return;
         }
+        job_error_free(j->perr); /* a previous try's */
+        *j->perr = perr;
         dead_letter(j);
         return;
     }
+    job_error_free(&perr);
     job_t *job = j->job;
     j->route = config_route_find(e->cfg, job->route ? job->route : "default");
     if (!j->route) {

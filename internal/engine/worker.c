@@ -114,7 +114,9 @@ void engine_job_finished(engine_t *e, ejob_t *j)
     free(j->user_entry);
     free(j->assistant_entry);
     job_free(j->job);
-    job_error_free(&j->perr);
+    if (j->perr)
+        job_error_free(j->perr);
+    free(j->perr);
     free(j);
     e->in_flight--;
     metric_set(e->m.in_flight, (int64_t)e->in_flight);

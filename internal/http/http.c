@@ -1,14 +1,14 @@
-/* http.c — libcurl multi socket API on libuv (the docs/examples/multi-uv.c pattern), with our own
- * first-byte and idle deadlines in one min-heap, a reuse pool of easy handles, and cancellation
- * that is safe from inside any callback.
+/* http.c — the public entry points, and the libcurl path: the multi socket API on libuv (the
+ * docs/examples/multi-uv.c pattern), a reuse pool of easy handles, and cancellation that is safe from
+ * inside any callback. Requests with version HTTP_VERSION_2 go to the native client (h2.c).
  *
  * Reentrancy: curl refuses curl_multi_add_handle/remove_handle from inside its callbacks (our
- * on_data/on_response run inside them). Every entry point into this file (a libuv callback or a
- * public function) brackets itself with enter()/leave(); while curl is on the stack (in_curl > 0)
- * a cancelled transfer becomes a zombie and a started one waits in `pending`. The outermost leave()
+ * on_data/on_response run inside them). Every entry point (a libuv callback or a public function)
+ * brackets itself with http_enter()/http_leave(); while curl is on the stack (in_curl > 0) a
+ * cancelled transfer becomes a zombie and a started one waits in `pending`. The outermost leave
  * removes the zombies, adds the pending ones, re-arms the deadline timer and, when the client is
- * closing, tears it down. */
-#include "http/http.h"
+ * closing, tears it down (http_common.c). */
+#include "http/http_int.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -23,17 +23,9 @@
 #define PARLEY_VERSION "0.1.0"
 #endif
 
-#define HEAP_NONE   ((size_t)-1)
-#define NO_DEADLINE INT64_MAX
-
-/* T_NONE: being set up, in no list; T_FAILED: to be ended with t->fail once curl returns;
+/* T_NONE: being set up, in no list; T_FAILED: to be ended with t->x.fail once curl returns;
  * T_ZOMBIE: cancelled, to be removed once curl returns; T_DONE: its on_done is running. */
 typedef enum { T_NONE, T_IDLE, T_PENDING, T_RUNNING, T_FAILED, T_ZOMBIE, T_DONE } tstate_t;
-
-typedef struct {
-    http_transfer_t *head;
-    size_t n;
-} tlist_t;
 
 /* One curl multi handle with its timer. curl 7.88 walks every connection of a multi handle on each
  * curl_multi_remove_handle and every connection to the host when it looks for one to reuse, so CPU
@@ -53,57 +45,15 @@ typedef struct sock {
     struct sock *prev, *next;
 } sock_t;
 
-struct http_transfer {
-    http_client_t *client;
-    shard_t *shard; /* NULL while idle */
+struct curl_xfer {
+    http_transfer_t x; /* first: a curl_xfer_t is an http_transfer_t */
+    shard_t *shard;    /* NULL while idle */
     CURL *easy;
-    http_transfer_t *prev, *next; /* in the list of its state */
+    curl_xfer_t *prev, *next; /* in the list of its state */
     tstate_t state;
     bool in_multi;
-    bool head_seen;
-    bool buffer_body;
-    bool timed;                 /* has a first-byte or idle timeout (counted in client->n_timed) */
-    http_code_t fail;           /* set when one of our callbacks stopped curl */
     struct curl_slist *headers; /* one allocation: nodes, then the strings */
-    void (*on_response)(void *ctx, const http_response_t *r);
-    int (*on_data)(void *ctx, const char *chunk, size_t n);
-    void (*on_done)(void *ctx, http_result_t *res);
-    void *ctx;
-    buf_t body;
-    uint64_t received;
-    size_t max_bytes;
-    int64_t total_timeout_ms, first_byte_timeout_ms, idle_timeout_ms;
-    uint64_t start_ns;
-    int64_t start_ms, last_data_ms;
-    int64_t response_ms, first_byte_ms; /* since start; -1 = not yet */
-    int64_t deadline_ms;                /* heap key; never later than the real deadline */
-    size_t heap_idx;
-    http_response_t response;
     char errbuf[CURL_ERROR_SIZE];
-};
-
-struct http_client {
-    uv_loop_t *loop;
-    shard_t *shards;
-    size_t n_shards;
-    CURLSH *share;             /* DNS cache and TLS sessions, shared by all shards */
-    uv_timer_t deadline_timer; /* the earliest first-byte / idle deadline */
-    int64_t armed_ms;          /* what deadline_timer is set for; NO_DEADLINE = stopped */
-    tlist_t running, pending, failed, zombies, idle;
-    sock_t *socks;
-    http_transfer_t **heap;
-    size_t heap_len, heap_cap;
-    size_t n_timed;
-    int depth, in_curl, open_handles;
-    bool closing, torn_down;
-    void (*on_closed)(void *ctx);
-    void *closed_ctx;
-    char *user_agent;
-    long buffer_bytes, dns_cache_timeout_s;
-    bool multiplex;
-    size_t max_idle;
-    uint64_t started, completed, cancelled;
-    size_t n_socks;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -149,7 +99,7 @@ void http_client_options_init(http_client_options_t *o)
 
 /* ---- transfer lists ---- */
 
-static tlist_t *list_of(http_client_t *c, const http_transfer_t *t)
+static tlist_t *list_of(http_client_t *c, const curl_xfer_t *t)
 {
     switch (t->state) {
     case T_IDLE:
@@ -169,7 +119,7 @@ static tlist_t *list_of(http_client_t *c, const http_transfer_t *t)
     return NULL;
 }
 
-static void list_push(tlist_t *l, http_transfer_t *t)
+static void list_push(tlist_t *l, curl_xfer_t *t)
 {
     t->prev = NULL;
     t->next = l->head;
@@ -179,7 +129,7 @@ static void list_push(tlist_t *l, http_transfer_t *t)
     l->n++;
 }
 
-static void list_unlink(http_client_t *c, http_transfer_t *t)
+static void list_unlink(http_client_t *c, curl_xfer_t *t)
 {
     tlist_t *l = list_of(c, t);
     if (!l)
@@ -195,7 +145,7 @@ static void list_unlink(http_client_t *c, http_transfer_t *t)
 }
 
 /* Moves t to the list of state s. */
-static void set_state(http_client_t *c, http_transfer_t *t, tstate_t s)
+static void set_state(http_client_t *c, curl_xfer_t *t, tstate_t s)
 {
     list_unlink(c, t);
     t->state = s;
@@ -204,121 +154,11 @@ static void set_state(http_client_t *c, http_transfer_t *t, tstate_t s)
         list_push(l, t);
 }
 
-/* ---- deadline heap (first-byte and idle timeouts) ---- */
-
-static void heap_set(http_client_t *c, size_t i, http_transfer_t *t)
-{
-    c->heap[i] = t;
-    t->heap_idx = i;
-}
-
-static void heap_sift_up(http_client_t *c, size_t i)
-{
-    http_transfer_t *t = c->heap[i];
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (c->heap[p]->deadline_ms <= t->deadline_ms)
-            break;
-        heap_set(c, i, c->heap[p]);
-        i = p;
-    }
-    heap_set(c, i, t);
-}
-
-static void heap_sift_down(http_client_t *c, size_t i)
-{
-    http_transfer_t *t = c->heap[i];
-    for (;;) {
-        size_t m = 2 * i + 1;
-        if (m >= c->heap_len)
-            break;
-        if (m + 1 < c->heap_len && c->heap[m + 1]->deadline_ms < c->heap[m]->deadline_ms)
-            m++;
-        if (c->heap[m]->deadline_ms >= t->deadline_ms)
-            break;
-        heap_set(c, i, c->heap[m]);
-        i = m;
-    }
-    heap_set(c, i, t);
-}
-
-/* Room for every timed transfer, so that heap_push never fails later inside a curl callback. */
-static int heap_reserve(http_client_t *c, size_t n)
-{
-    if (n <= c->heap_cap)
-        return 0;
-    size_t cap = c->heap_cap ? c->heap_cap * 2 : 64;
-    while (cap < n)
-        cap *= 2;
-    http_transfer_t **h = base_realloc(c->heap, cap * sizeof *h);
-    if (!h)
-        return -1;
-    c->heap = h;
-    c->heap_cap = cap;
-    return 0;
-}
-
-static void heap_remove(http_client_t *c, http_transfer_t *t)
-{
-    size_t i = t->heap_idx;
-    if (i == HEAP_NONE)
-        return;
-    t->heap_idx = HEAP_NONE;
-    http_transfer_t *last = c->heap[--c->heap_len];
-    if (i == c->heap_len)
-        return;
-    heap_set(c, i, last);
-    heap_sift_up(c, i);
-    heap_sift_down(c, last->heap_idx);
-}
-
-/* Before the first body byte the first-byte timeout applies, after it the idle timeout. */
-static int64_t next_deadline(const http_transfer_t *t)
-{
-    if (t->first_byte_ms < 0)
-        return t->first_byte_timeout_ms > 0 ? t->start_ms + t->first_byte_timeout_ms : NO_DEADLINE;
-    return t->idle_timeout_ms > 0 ? t->last_data_ms + t->idle_timeout_ms : NO_DEADLINE;
-}
-
-/* Puts t at its exact next deadline in the heap (or out of it). */
-static void deadline_update(http_client_t *c, http_transfer_t *t)
-{
-    int64_t d = next_deadline(t);
-    if (d == NO_DEADLINE) {
-        heap_remove(c, t);
-        return;
-    }
-    t->deadline_ms = d;
-    if (t->heap_idx == HEAP_NONE) {
-        heap_set(c, c->heap_len++, t);
-        heap_sift_up(c, t->heap_idx);
-    } else {
-        heap_sift_up(c, t->heap_idx);
-        heap_sift_down(c, t->heap_idx);
-    }
-}
-
-static void on_deadline(uv_timer_t *h);
-
-static void arm_deadline(http_client_t *c)
-{
-    int64_t d = c->heap_len ? c->heap[0]->deadline_ms : NO_DEADLINE;
-    if (d == c->armed_ms)
-        return;
-    c->armed_ms = d;
-    if (d == NO_DEADLINE) {
-        uv_timer_stop(&c->deadline_timer);
-        return;
-    }
-    int64_t now = base_mono_ms();
-    uv_timer_start(&c->deadline_timer, on_deadline, d > now ? (uint64_t)(d - now) : 0, 0);
-}
-
 /* ---- transfer life ---- */
 
-static http_transfer_t *transfer_acquire(http_client_t *c)
+static curl_xfer_t *transfer_acquire(http_client_t *c)
 {
-    http_transfer_t *t = c->idle.head;
+    curl_xfer_t *t = c->idle.head;
     if (t) {
         set_state(c, t, T_NONE);
         return t;
@@ -331,22 +171,22 @@ static http_transfer_t *transfer_acquire(http_client_t *c)
         free(t);
         return NULL;
     }
-    t->client = c;
-    t->heap_idx = HEAP_NONE;
+    t->x.client = c;
+    t->x.heap_idx = HTTP_HEAP_NONE;
     return t;
 }
 
 /* Frees what the transfer holds and parks its easy handle in the reuse pool (or frees it). */
-static void transfer_release(http_client_t *c, http_transfer_t *t)
+static void transfer_release(http_client_t *c, curl_xfer_t *t)
 {
     list_unlink(c, t);
-    heap_remove(c, t);
-    if (t->timed)
+    http_heap_remove(c, &t->x);
+    if (t->x.timed)
         c->n_timed--;
     if (t->shard)
         t->shard->load--;
     free(t->headers);
-    buf_free(&t->body);
+    buf_free(&t->x.body);
     CURL *easy = t->easy;
     if (c->torn_down || c->idle.n >= c->max_idle) {
         curl_easy_cleanup(easy);
@@ -355,15 +195,15 @@ static void transfer_release(http_client_t *c, http_transfer_t *t)
     }
     curl_easy_reset(easy);
     memset(t, 0, sizeof *t);
-    t->client = c;
+    t->x.client = c;
     t->easy = easy;
-    t->heap_idx = HEAP_NONE;
+    t->x.heap_idx = HTTP_HEAP_NONE;
     t->state = T_IDLE;
     list_push(&c->idle, t);
 }
 
 /* Takes t out of the multi handle (closing its connection if unfinished) and releases it. */
-static void transfer_retire(http_client_t *c, http_transfer_t *t)
+static void transfer_retire(http_client_t *c, curl_xfer_t *t)
 {
     if (t->in_multi) {
         c->in_curl++;
@@ -372,11 +212,6 @@ static void transfer_retire(http_client_t *c, http_transfer_t *t)
         t->in_multi = false;
     }
     transfer_release(c, t);
-}
-
-static int64_t elapsed_ms(const http_transfer_t *t)
-{
-    return (int64_t)((base_mono_ns() - t->start_ns) / 1000000u);
 }
 
 static int64_t info_ms(CURL *e, CURLINFO what)
@@ -389,10 +224,10 @@ static int64_t info_ms(CURL *e, CURLINFO what)
 
 /* Maps curl's result to ours; a timeout before the connection was up is a connect timeout unless
  * the total budget is what ran out. */
-static http_code_t classify(const http_transfer_t *t, CURLcode rc)
+static http_code_t classify(const curl_xfer_t *t, CURLcode rc)
 {
-    if (t->fail != HTTP_OK)
-        return t->fail;
+    if (t->x.fail != HTTP_OK)
+        return t->x.fail;
     switch (rc) {
     case CURLE_OK:
         return HTTP_OK;
@@ -403,7 +238,7 @@ static http_code_t classify(const http_transfer_t *t, CURLcode rc)
     case CURLE_OPERATION_TIMEDOUT: {
         curl_off_t pre = 0;
         curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
-        bool total_spent = t->total_timeout_ms > 0 && elapsed_ms(t) >= t->total_timeout_ms;
+        bool total_spent = t->x.total_timeout_ms > 0 && http_elapsed_ms(&t->x) >= t->x.total_timeout_ms;
         return pre == 0 && !total_spent ? HTTP_ERR_TIMEOUT_CONNECT : HTTP_ERR_TIMEOUT_TOTAL;
     }
     case CURLE_SSL_CONNECT_ERROR:
@@ -434,58 +269,23 @@ static http_code_t classify(const http_transfer_t *t, CURLcode rc)
     }
 }
 
-/* Our own error text for the codes that http, not curl, decided. */
-static void describe_own(http_transfer_t *t, http_code_t code)
+static void result_fill(curl_xfer_t *t, http_result_t *res, http_code_t code, CURLcode rc)
 {
-    switch (code) {
-    case HTTP_ERR_TIMEOUT_FIRST_BYTE:
-        snprintf(t->errbuf, sizeof t->errbuf, "no body byte within %lld ms",
-                 (long long)t->first_byte_timeout_ms);
-        break;
-    case HTTP_ERR_TIMEOUT_IDLE:
-        snprintf(t->errbuf, sizeof t->errbuf, "no body byte for %lld ms", (long long)t->idle_timeout_ms);
-        break;
-    case HTTP_ERR_TOO_LARGE:
-        snprintf(t->errbuf, sizeof t->errbuf, "response body over %zu bytes", t->max_bytes);
-        break;
-    case HTTP_ERR_ABORTED:
-        snprintf(t->errbuf, sizeof t->errbuf, "stopped by the data callback");
-        break;
-    default:
-        snprintf(t->errbuf, sizeof t->errbuf, "out of memory");
-        break;
-    }
-}
-
-static void result_fill(http_transfer_t *t, http_result_t *res, http_code_t code, CURLcode rc)
-{
-    memset(res, 0, sizeof *res);
-    res->code = code;
+    http_result_base(&t->x, res, code, t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
     res->curl_code = (int)rc;
-    if (t->head_seen) {
-        res->response = &t->response;
-        res->status = t->response.status;
-    }
-    res->bytes_received = t->received;
     long connects = 0;
     curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects);
-    res->reused_connection = t->head_seen && connects == 0;
+    res->reused_connection = t->x.head_seen && connects == 0;
     res->timing.connect_ms = info_ms(t->easy, CURLINFO_APPCONNECT_TIME_T);
     if (res->timing.connect_ms == 0)
         res->timing.connect_ms = info_ms(t->easy, CURLINFO_CONNECT_TIME_T);
-    res->timing.response_ms = t->response_ms;
-    res->timing.first_byte_ms = t->first_byte_ms;
-    res->timing.total_ms = elapsed_ms(t);
-    res->error = code == HTTP_OK ? "" : t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc);
-    res->body = t->body;
-    buf_init(&t->body, 0);
 }
 
 /* Ends a running transfer: out of the multi handle, on_done, then back to the pool. own = the code
  * was decided by http (timeouts, limits, callbacks), not by curl. */
-static void finish(http_client_t *c, http_transfer_t *t, http_code_t code, CURLcode rc, bool own)
+static void finish(http_client_t *c, curl_xfer_t *t, http_code_t code, CURLcode rc, bool own)
 {
-    heap_remove(c, t);
+    http_heap_remove(c, &t->x);
     if (t->in_multi) {
         c->in_curl++;
         curl_multi_remove_handle(t->shard->multi, t->easy);
@@ -494,17 +294,17 @@ static void finish(http_client_t *c, http_transfer_t *t, http_code_t code, CURLc
     }
     set_state(c, t, T_DONE);
     if (own)
-        describe_own(t, code);
+        http_describe_own(&t->x, code, t->errbuf, sizeof t->errbuf);
     http_result_t res;
     result_fill(t, &res, code, rc);
     c->completed++;
-    t->on_done(t->ctx, &res);
+    t->x.on_done(t->x.ctx, &res);
     buf_free(&res.body);
     transfer_release(c, t);
 }
 
 /* Adds a transfer to the multi handle; 0 or -1. */
-static int add_to_multi(http_client_t *c, http_transfer_t *t)
+static int add_to_multi(http_client_t *c, curl_xfer_t *t)
 {
     c->in_curl++;
     CURLMcode mrc = curl_multi_add_handle(t->shard->multi, t->easy);
@@ -516,38 +316,20 @@ static int add_to_multi(http_client_t *c, http_transfer_t *t)
     return 0;
 }
 
-/* ---- entry bracketing and deferred work ---- */
+/* ---- deferred work ---- */
 
-static void client_teardown(http_client_t *c);
-
-static void enter(http_client_t *c) { c->depth++; }
-
-static void flush_deferred(http_client_t *c)
+void http_curl_flush_deferred(http_client_t *c)
 {
-    http_transfer_t *t;
+    curl_xfer_t *t;
     while (c->zombies.head || c->failed.head || c->pending.head) {
         while ((t = c->zombies.head))
             transfer_retire(c, t);
         while ((t = c->failed.head))
-            finish(c, t, t->fail, CURLE_OUT_OF_MEMORY, true);
+            finish(c, t, t->x.fail, CURLE_OUT_OF_MEMORY, true);
         while ((t = c->pending.head))
             if (add_to_multi(c, t) < 0)
                 finish(c, t, HTTP_ERR_OTHER, CURLE_OUT_OF_MEMORY, true);
     }
-}
-
-static void leave(http_client_t *c)
-{
-    if (c->depth > 1) {
-        c->depth--;
-        return;
-    }
-    flush_deferred(c);
-    c->depth--;
-    if (c->closing)
-        client_teardown(c);
-    else
-        arm_deadline(c);
 }
 
 static void check_multi_info(shard_t *sh)
@@ -561,11 +343,11 @@ static void check_multi_info(shard_t *sh)
         CURLcode rc = msg->data.result;
         char *priv = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-        http_transfer_t *t = (http_transfer_t *)priv;
+        curl_xfer_t *t = (curl_xfer_t *)priv;
         if (!t || t->state != T_RUNNING)
             continue; /* a zombie: flush_deferred removes it */
         http_code_t code = classify(t, rc);
-        finish(c, t, code, rc, t->fail != HTTP_OK);
+        finish(c, t, code, rc, t->x.fail != HTTP_OK);
     }
 }
 
@@ -573,44 +355,23 @@ static void drive(shard_t *sh, curl_socket_t s, int ev_bitmask)
 {
     http_client_t *c = sh->client;
     int running;
-    enter(c);
+    http_enter(c);
     c->in_curl++;
     CURLMcode mrc = curl_multi_socket_action(sh->multi, s, ev_bitmask, &running);
     c->in_curl--;
     if (mrc != CURLM_OK)
         log_warn("http: curl_multi_socket_action failed", LOG_S("error", curl_multi_strerror(mrc)));
     check_multi_info(sh);
-    leave(c);
+    http_leave(c);
 }
 
 /* ---- libuv and curl callbacks ---- */
-
-static void client_maybe_free(http_client_t *c)
-{
-    if (!c->torn_down || c->open_handles > 0)
-        return;
-    void (*cb)(void *) = c->on_closed;
-    void *ctx = c->closed_ctx;
-    free(c->heap);
-    free(c->shards);
-    free(c->user_agent);
-    free(c);
-    if (cb)
-        cb(ctx);
-}
-
-static void on_deadline_timer_closed(uv_handle_t *h)
-{
-    http_client_t *c = h->data;
-    c->open_handles--;
-    client_maybe_free(c);
-}
 
 static void on_shard_timer_closed(uv_handle_t *h)
 {
     shard_t *sh = h->data;
     sh->client->open_handles--;
-    client_maybe_free(sh->client);
+    http_client_maybe_free(sh->client);
 }
 
 static void on_sock_closed(uv_handle_t *h)
@@ -619,7 +380,7 @@ static void on_sock_closed(uv_handle_t *h)
     http_client_t *c = k->shard->client;
     free(k);
     c->open_handles--;
-    client_maybe_free(c);
+    http_client_maybe_free(c);
 }
 
 static void sock_close(http_client_t *c, sock_t *k)
@@ -651,9 +412,9 @@ static int fail_later(http_client_t *c, CURL *easy)
 {
     char *priv = NULL;
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
-    http_transfer_t *t = (http_transfer_t *)priv;
+    curl_xfer_t *t = (curl_xfer_t *)priv;
     if (t && t->state == T_RUNNING) {
-        t->fail = HTTP_ERR_OTHER;
+        t->x.fail = HTTP_ERR_OTHER;
         set_state(c, t, T_FAILED);
     }
     return 0;
@@ -711,87 +472,57 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-static void on_deadline(uv_timer_t *h)
+void http_curl_expire(http_transfer_t *x, http_code_t code)
 {
-    http_client_t *c = h->data;
-    enter(c);
-    c->armed_ms = NO_DEADLINE;
-    int64_t now = base_mono_ms();
-    while (!c->closing && c->heap_len && c->heap[0]->deadline_ms <= now) {
-        http_transfer_t *t = c->heap[0];
-        if (next_deadline(t) > now) {
-            deadline_update(c, t); /* only more data arrived since: move it back */
-            continue;
-        }
-        finish(c, t, t->first_byte_ms < 0 ? HTTP_ERR_TIMEOUT_FIRST_BYTE : HTTP_ERR_TIMEOUT_IDLE, CURLE_OK,
-               true);
-    }
-    leave(c);
+    finish(x->client, (curl_xfer_t *)x, code, CURLE_OK, true);
 }
 
 /* Header lines: only the blank line that ends a final (non-1xx) head matters. */
 static size_t on_curl_header(char *p, size_t size, size_t n, void *userp)
 {
-    http_transfer_t *t = userp;
+    curl_xfer_t *t = userp;
     size_t len = size * n;
     if (t->state != T_RUNNING)
         return 0;
     bool blank = (len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n');
-    if (t->head_seen || !blank)
+    if (t->x.head_seen || !blank)
         return len;
     long status = 0;
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     if (status < 200)
         return len;
-    t->head_seen = true;
-    t->response_ms = elapsed_ms(t);
-    t->response.status = status;
-    t->response.transfer = t;
+    t->x.head_seen = true;
+    t->x.response_ms = http_elapsed_ms(&t->x);
+    t->x.response.status = status;
+    t->x.response.transfer = &t->x;
     char *ctype = NULL;
     curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
-    t->response.content_type = ctype;
-    t->response.retry_after_ms = -1;
+    t->x.response.content_type = ctype;
+    t->x.response.retry_after_ms = -1;
     struct curl_header *h;
-    if (curl_easy_header(t->easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK) {
-        curl_off_t secs = 0;
-        curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &secs);
-        t->response.retry_after_ms = (int64_t)secs * 1000;
-    }
+    if (curl_easy_header(t->easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+        t->x.response.retry_after_ms = http_retry_after_ms(h->value, base_wall_ms());
     curl_off_t clen = -1;
     curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
-    if (t->max_bytes && clen > 0 && (uint64_t)clen > t->max_bytes) {
-        t->fail = HTTP_ERR_TOO_LARGE;
+    if (http_xfer_too_large(&t->x, (int64_t)clen)) {
+        t->x.fail = HTTP_ERR_TOO_LARGE;
         return 0;
     }
-    if (t->on_response)
-        t->on_response(t->ctx, &t->response);
+    if (t->x.on_response)
+        t->x.on_response(t->x.ctx, &t->x.response);
     return t->state == T_RUNNING ? len : 0;
 }
 
 static size_t on_curl_write(char *p, size_t size, size_t n, void *userp)
 {
-    http_transfer_t *t = userp;
+    curl_xfer_t *t = userp;
     size_t len = size * n;
     if (t->state != T_RUNNING)
         return 0;
-    t->last_data_ms = base_mono_ms();
-    if (t->first_byte_ms < 0) {
-        t->first_byte_ms = elapsed_ms(t);
-        if (t->timed)
-            deadline_update(t->client, t);
-    }
-    if (t->max_bytes && t->received + len > t->max_bytes) {
-        t->fail = HTTP_ERR_TOO_LARGE;
-        return 0;
-    }
-    t->received += len;
-    if (t->buffer_body && buf_append(&t->body, p, len) < 0) {
-        t->fail = HTTP_ERR_OTHER;
-        return 0;
-    }
-    if (t->on_data && t->on_data(t->ctx, p, len) != 0) {
+    http_code_t code = http_xfer_data(&t->x, p, len);
+    if (code != HTTP_OK) {
         if (t->state == T_RUNNING)
-            t->fail = HTTP_ERR_ABORTED;
+            t->x.fail = code;
         return 0;
     }
     return t->state == T_RUNNING ? len : 0;
@@ -846,7 +577,7 @@ http_client_t *http_client_new(uv_loop_t *loop, const http_client_options_t *opt
         return NULL;
     }
     c->loop = loop;
-    c->armed_ms = NO_DEADLINE;
+    c->armed_ms = HTTP_NO_DEADLINE;
     c->buffer_bytes =
         opts->receive_buffer_bytes > 0 ? opts->receive_buffer_bytes : HTTP_DEFAULT_RECEIVE_BUFFER;
     c->dns_cache_timeout_s = opts->dns_cache_timeout_s ? opts->dns_cache_timeout_s : 60;
@@ -872,6 +603,8 @@ http_client_t *http_client_new(uv_loop_t *loop, const http_client_options_t *opt
             snprintf(err, errlen, "curl_multi_init or curl_multi_setopt failed");
             goto fail;
         }
+    if (h2_init(c, opts, err, errlen) < 0)
+        goto fail;
     /* Nothing can fail from here on: libuv handles exist only in clients that were made. */
     uv_timer_init(loop, &c->deadline_timer);
     c->deadline_timer.data = c;
@@ -879,7 +612,7 @@ http_client_t *http_client_new(uv_loop_t *loop, const http_client_options_t *opt
         uv_timer_init(loop, &c->shards[i].timer);
         c->shards[i].timer.data = &c->shards[i];
     }
-    c->open_handles = 1 + (int)c->n_shards;
+    c->open_handles += 1 + (int)c->n_shards;
     return c;
 fail:
     c->torn_down = true; /* curl callbacks during cleanup find no libuv handles to touch */
@@ -888,18 +621,16 @@ fail:
             curl_multi_cleanup(c->shards[i].multi);
     if (c->share)
         curl_share_cleanup(c->share);
+    h2_abort_init(c);
     free(c->shards);
     free(c->user_agent);
     free(c);
     return NULL;
 }
 
-static void client_teardown(http_client_t *c)
+void http_curl_teardown(http_client_t *c)
 {
-    if (c->torn_down)
-        return;
-    c->torn_down = true;
-    http_transfer_t *t;
+    curl_xfer_t *t;
     while ((t = c->idle.head)) {
         list_unlink(c, t);
         curl_easy_cleanup(t->easy);
@@ -915,7 +646,6 @@ static void client_teardown(http_client_t *c)
     c->share = NULL;
     while (c->socks)
         sock_close(c, c->socks);
-    uv_close((uv_handle_t *)&c->deadline_timer, on_deadline_timer_closed);
 }
 
 void http_client_close(http_client_t *c, void (*on_closed)(void *ctx), void *ctx)
@@ -925,14 +655,15 @@ void http_client_close(http_client_t *c, void (*on_closed)(void *ctx), void *ctx
     c->closing = true;
     c->on_closed = on_closed;
     c->closed_ctx = ctx;
-    enter(c);
+    http_enter(c);
     while (c->running.head)
-        http_cancel(c->running.head);
+        http_cancel(&c->running.head->x);
     while (c->pending.head)
-        http_cancel(c->pending.head);
+        http_cancel(&c->pending.head->x);
     while (c->failed.head)
-        http_cancel(c->failed.head);
-    leave(c);
+        http_cancel(&c->failed.head->x);
+    h2_cancel_all(c);
+    http_leave(c);
 }
 
 void http_client_stats(const http_client_t *c, http_stats_t *out)
@@ -944,6 +675,7 @@ void http_client_stats(const http_client_t *c, http_stats_t *out)
     out->cancelled = c->cancelled;
     out->sockets = c->n_socks;
     out->idle_handles = c->idle.n;
+    h2_stats(c, out);
 }
 
 /* ---- requests ---- */
@@ -966,13 +698,12 @@ static struct curl_slist *headers_build(const http_request_t *req, char *err, si
     size_t n = req->n_headers + 1;
     size_t bytes = n * sizeof(struct curl_slist) + sizeof expect;
     for (size_t i = 0; i < req->n_headers; i++) {
-        const char *h = req->headers[i];
-        size_t len = h ? strnlen(h, HTTP_MAX_HEADER_LINE + 1) : 0;
-        if (!h || len == 0 || len > HTTP_MAX_HEADER_LINE || memchr(h, '\r', len) || memchr(h, '\n', len)) {
+        long len = http_header_line_len(req->headers[i]);
+        if (len < 0) {
             snprintf(err, errlen, "request header %zu is empty, too long or contains CR/LF", i);
             return NULL;
         }
-        bytes += len + 1;
+        bytes += (size_t)len + 1;
     }
     struct curl_slist *nodes = base_malloc(bytes);
     if (!nodes) {
@@ -998,7 +729,7 @@ static struct curl_slist *headers_build(const http_request_t *req, char *err, si
     } while (0)
 
 /* Every option of one request on a freshly reset easy handle. */
-static CURLcode easy_setup(http_client_t *c, http_transfer_t *t, const http_request_t *req)
+static CURLcode easy_setup(http_client_t *c, curl_xfer_t *t, const http_request_t *req)
 {
     CURL *e = t->easy;
     CURLcode rc = CURLE_OK;
@@ -1017,8 +748,9 @@ static CURLcode easy_setup(http_client_t *c, http_transfer_t *t, const http_requ
     SETOPT(CURLOPT_HEADERFUNCTION, on_curl_header);
     SETOPT(CURLOPT_HEADERDATA, (void *)t);
     SETOPT(CURLOPT_ERRORBUFFER, t->errbuf);
-    SETOPT(CURLOPT_HTTP_VERSION, c->multiplex ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-    if (c->multiplex && strncmp(req->url, "https:", 6) == 0)
+    bool h2 = c->multiplex && req->version != HTTP_VERSION_1_1;
+    SETOPT(CURLOPT_HTTP_VERSION, h2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+    if (h2 && strncmp(req->url, "https:", 6) == 0)
         SETOPT(CURLOPT_PIPEWAIT, 1L);
     if (req->connect_timeout_ms > 0)
         SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
@@ -1043,6 +775,48 @@ out:
     return rc;
 }
 
+/* A transfer on the libcurl path. */
+static http_transfer_t *curl_start(http_client_t *c, const http_request_t *req, char *err, size_t errlen)
+{
+    struct curl_slist *headers = headers_build(req, err, errlen);
+    if (!headers)
+        return NULL;
+    curl_xfer_t *t = transfer_acquire(c);
+    if (!t) {
+        free(headers);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    t->headers = headers;
+    t->shard = least_loaded_shard(c);
+    t->shard->load++;
+    http_xfer_init(&t->x, c, req, HTTP_KIND_CURL);
+    CURLcode rc = easy_setup(c, t, req);
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "curl_easy_setopt: %s", curl_easy_strerror(rc));
+        goto fail;
+    }
+    if (http_heap_reserve(c, c->n_timed) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    http_enter(c);
+    if (c->in_curl) {
+        set_state(c, t, T_PENDING);
+    } else if (add_to_multi(c, t) < 0) {
+        http_leave(c);
+        snprintf(err, errlen, "curl_multi_add_handle failed");
+        goto fail;
+    }
+    c->started++;
+    http_deadline_update(c, &t->x);
+    http_leave(c);
+    return &t->x;
+fail:
+    transfer_release(c, t);
+    return NULL;
+}
+
 http_transfer_t *http_start(http_client_t *c, const http_request_t *req, char *err, size_t errlen)
 {
     if (c->closing) {
@@ -1053,81 +827,42 @@ http_transfer_t *http_start(http_client_t *c, const http_request_t *req, char *e
         snprintf(err, errlen, "request needs a url and on_done");
         return NULL;
     }
-    struct curl_slist *headers = headers_build(req, err, errlen);
-    if (!headers)
-        return NULL;
-    http_transfer_t *t = transfer_acquire(c);
-    if (!t) {
-        free(headers);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    t->headers = headers;
-    t->shard = least_loaded_shard(c);
-    t->shard->load++;
-    t->on_response = req->on_response;
-    t->on_data = req->on_data;
-    t->on_done = req->on_done;
-    t->ctx = req->ctx;
-    t->buffer_body = req->buffer_body;
-    t->max_bytes = req->max_response_bytes;
-    if (t->buffer_body && t->max_bytes == 0)
-        t->max_bytes = HTTP_MAX_BUFFERED_BODY;
-    buf_init(&t->body, 0); /* max_bytes is enforced before appending */
-    t->total_timeout_ms = req->total_timeout_ms;
-    t->first_byte_timeout_ms = req->first_byte_timeout_ms;
-    t->idle_timeout_ms = req->idle_timeout_ms;
-    t->response_ms = t->first_byte_ms = -1;
-    t->timed = req->first_byte_timeout_ms > 0 || req->idle_timeout_ms > 0;
-    if (t->timed)
-        c->n_timed++;
-    CURLcode rc = easy_setup(c, t, req);
-    if (rc != CURLE_OK) {
-        snprintf(err, errlen, "curl_easy_setopt: %s", curl_easy_strerror(rc));
-        goto fail;
-    }
-    if (heap_reserve(c, c->n_timed) < 0) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    t->start_ns = base_mono_ns();
-    t->start_ms = (int64_t)(t->start_ns / 1000000u);
-    enter(c);
-    if (c->in_curl) {
-        set_state(c, t, T_PENDING);
-    } else if (add_to_multi(c, t) < 0) {
-        leave(c);
-        snprintf(err, errlen, "curl_multi_add_handle failed");
-        goto fail;
-    }
-    c->started++;
-    deadline_update(c, t);
-    leave(c);
-    return t;
-fail:
-    transfer_release(c, t);
-    return NULL;
+    if (req->version == HTTP_VERSION_2)
+        return h2_start(c, req, err, errlen);
+    return curl_start(c, req, err, errlen);
 }
 
-void http_cancel(http_transfer_t *t)
+void http_cancel(http_transfer_t *x)
 {
-    if (!t || t->state == T_DONE || t->state == T_ZOMBIE)
+    if (!x)
         return;
-    http_client_t *c = t->client;
-    enter(c);
-    heap_remove(c, t);
+    if (x->kind == HTTP_KIND_H2) {
+        h2_cancel(x);
+        return;
+    }
+    curl_xfer_t *t = (curl_xfer_t *)x;
+    if (t->state == T_DONE || t->state == T_ZOMBIE)
+        return;
+    http_client_t *c = t->x.client;
+    http_enter(c);
+    http_heap_remove(c, &t->x);
     c->cancelled++;
     if (c->in_curl && t->in_multi)
         set_state(c, t, T_ZOMBIE); /* curl is on the stack: removed by the outermost leave() */
     else
         transfer_retire(c, t);
-    leave(c);
+    http_leave(c);
 }
 
 const char *http_response_header(const http_response_t *r, const char *name)
 {
+    if (!r || !r->transfer)
+        return NULL;
+    if (r->transfer->kind == HTTP_KIND_H2)
+        return h2_response_header(r->transfer, name);
+    const curl_xfer_t *t = (const curl_xfer_t *)r->transfer;
     struct curl_header *h;
-    if (!r || !r->transfer || curl_easy_header(r->transfer->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+    if (curl_easy_header(t->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
         return NULL;
     return h->value;
 }

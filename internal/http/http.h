@@ -1,7 +1,11 @@
-/* http — HTTP requests on one libuv loop through libcurl's multi socket API: start, stream, cancel.
- * It owns a few curl multi handles ("shards", each with its keep-alive connection pool and uv_timer),
- * one curl share (DNS cache and TLS sessions, for all shards), one uv_poll per socket curl opens, one
- * uv_timer for the first-byte and idle timeouts of all transfers, and a small pool of reusable easy handles.
+/* http — HTTP requests on one libuv loop: start, stream, cancel. Two engines behind one API:
+ * libcurl's multi socket API (HTTP/1.1, or HTTP/2 via ALPN) and a native HTTP/2 client on libnghttp2
+ * (request.version = HTTP_VERSION_2: h2c with prior knowledge on http://, ALPN "h2" on https://).
+ * For curl it owns a few curl multi handles ("shards", each with its keep-alive connection pool and
+ * uv_timer), one curl share (DNS cache and TLS sessions), one uv_poll per socket curl opens and a small
+ * pool of reusable easy handles; for HTTP/2 its connections (a few per origin, many streams each), one
+ * shared read buffer and one SSL_CTX per TLS setting; for both one uv_timer for the first-byte and idle
+ * timeouts of all transfers.
  * It knows nothing of LLMs or JSON, never blocks the loop, never follows redirects, and never logs request
  * headers or bodies (they carry API keys). Every function here must be called on the loop's thread. */
 #ifndef PARLEY_HTTP_H
@@ -31,6 +35,11 @@
 #define HTTP_MAX_SHARDS        64
 #define HTTP_MAX_HEADER_LINE   8192        /* longest request header line http_start accepts */
 #define HTTP_MAX_BUFFERED_BODY (16u << 20) /* buffer_body without max_response_bytes is capped here */
+/* Native HTTP/2: connections per origin (beyond it requests wait, first in first out), how long a
+ * connection without streams is kept, and the response head bytes kept per stream. */
+#define HTTP_DEFAULT_H2_MAX_CONNECTIONS 256
+#define HTTP_DEFAULT_H2_IDLE_MS         60000
+#define HTTP_H2_MAX_HEAD_BYTES          (16 * 1024)
 
 typedef struct http_client http_client_t;
 typedef struct http_transfer http_transfer_t;
@@ -46,6 +55,8 @@ typedef struct {
     long dns_cache_timeout_s;   /* 0 = 60; -1 = forever */
     size_t max_idle_handles;    /* easy handles kept for reuse; 0 = HTTP_DEFAULT_MAX_IDLE_HANDLES */
     const char *user_agent;     /* NULL = "parley/" PARLEY_VERSION; copied */
+    size_t h2_max_connections_per_origin; /* native HTTP/2; 0 = HTTP_DEFAULT_H2_MAX_CONNECTIONS */
+    int64_t h2_idle_timeout_ms;           /* native HTTP/2 idle connection close; 0 = default */
 } http_client_options_t;
 
 /* Fills o with the defaults (multiplexing on, everything else as documented above). */
@@ -82,7 +93,7 @@ const char *http_response_header(const http_response_t *r, const char *name);
 typedef struct {
     http_code_t code;
     const char *error;               /* human text, "" when ok; never contains headers or body */
-    int curl_code;                   /* raw CURLcode, for logs */
+    int curl_code;                   /* raw CURLcode, for logs; 0 on the native HTTP/2 path */
     long status;                     /* HTTP status, 0 when no response head arrived */
     const http_response_t *response; /* NULL when no response head arrived */
     uint64_t bytes_received;         /* body bytes */
@@ -98,8 +109,13 @@ typedef struct {
 
 typedef enum { HTTP_POST = 0, HTTP_GET } http_method_t;
 
+/* AUTO: libcurl, HTTP/2 via ALPN on https when the client option multiplex is on, else HTTP/1.1;
+ * 1_1: libcurl, HTTP/1.1 only; 2: the native HTTP/2 client (h2c prior knowledge on http://). */
+typedef enum { HTTP_VERSION_AUTO = 0, HTTP_VERSION_1_1, HTTP_VERSION_2 } http_version_t;
+
 typedef struct {
     http_method_t method;
+    http_version_t version;
     const char *url;            /* http:// or https:// only; copied */
     const char *const *headers; /* "Name: value" lines, copied; CR/LF rejected */
     size_t n_headers;
@@ -128,8 +144,10 @@ typedef struct {
     uint64_t started;
     uint64_t completed; /* on_done ran (any code) */
     uint64_t cancelled;
-    size_t sockets;      /* sockets curl has asked us to watch now */
-    size_t idle_handles; /* easy handles waiting in the reuse pool */
+    size_t sockets;        /* sockets curl has asked us to watch now */
+    size_t idle_handles;   /* easy handles waiting in the reuse pool */
+    size_t h2_connections; /* native HTTP/2 connections open (connecting included) */
+    size_t h2_streams;     /* native HTTP/2 transfers in flight (waiting for a slot included) */
 } http_stats_t;
 
 /* Process-wide curl_global_init, done once however often it is called (thread-safe); 0 or -1.
@@ -150,8 +168,9 @@ void http_client_close(http_client_t *c, void (*on_closed)(void *ctx), void *ctx
 http_transfer_t *http_start(http_client_t *c, const http_request_t *req, char *err, size_t errlen);
 
 /* Stops a transfer now: its easy handle leaves the multi handle, so an HTTP/1.1 connection is
- * closed and an HTTP/2 stream reset; no callback of it runs afterwards and its memory is freed
- * (when called from inside a curl callback, as soon as curl returns to http). NULL is ignored;
+ * closed and an HTTP/2 stream reset (native HTTP/2: RST_STREAM, the connection stays); no callback
+ * of it runs afterwards and its memory is freed (when called from inside a callback, as soon as the
+ * library on the stack returns to http). NULL is ignored;
  * calling it from the transfer's own on_done does nothing. */
 void http_cancel(http_transfer_t *t);
 

@@ -90,8 +90,10 @@ typedef struct {
     size_t n_stop;
 } job_params_t;
 
-/* A parsed, valid job. Strings are NUL-terminated, valid UTF-8 without NUL, and point into the
- * parsed tree, which the job owns: they live until job_free. Roles are static strings. */
+/* A parsed, valid job. Strings are NUL-terminated, valid UTF-8 without NUL, and live until job_free:
+ * they are copied out of the parsed tree into one block the job owns (the tree, several times their
+ * size, is freed at once; if that copy cannot be allocated they keep pointing into the tree, which the
+ * job then owns instead). Roles are static strings. */
 typedef struct {
     const char *job_id;
     const char *conversation_id;
@@ -109,7 +111,8 @@ typedef struct {
     int64_t deadline_ms;      /* Unix epoch ms */
     char *metadata_json;      /* compact re-serialization (same JSON value), NULL when absent */
     char unknown_params[128]; /* "a,b" names of ignored params members ("...": more), "" none */
-    struct cJSON *tree;       /* owned: the parsed value the strings point into */
+    char *strings;            /* owned: the block the strings were copied into, or NULL */
+    struct cJSON *tree;       /* owned, NULL once the strings were copied out of it */
 } job_t;
 
 /* Parses and validates one job value of len bytes (not necessarily NUL-terminated). limits NULL

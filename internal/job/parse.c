@@ -456,6 +456,46 @@ static void salvage_raw(const char *value, size_t len, const job_limits_t *lim, 
     cJSON_Delete(t);
 }
 
+/* Copies s[0..n) and its NUL to *at, returning the copy. */
+static const char *move_str(char **at, const char *s, size_t n)
+{
+    char *copy = *at;
+    memcpy(copy, s, n);
+    copy[n] = '\0';
+    *at += n + 1;
+    return copy;
+}
+
+/* Moves every string of job out of its tree into one block and frees the tree, which takes several
+ * times the strings' size for as long as the job is held. Out of memory: the tree stays. */
+static void job_compact(job_t *job)
+{
+    const char **ids[] = {&job->job_id, &job->conversation_id, &job->route, &job->reply_topic};
+    size_t total = job->message.content_len + 1 + (job->system ? job->system_len + 1 : 0);
+    for (size_t i = 0; i < BASE_ARRAY_LEN(ids); i++)
+        total += *ids[i] ? strlen(*ids[i]) + 1 : 0;
+    for (size_t i = 0; i < job->n_history; i++)
+        total += job->history[i].content_len + 1;
+    for (size_t i = 0; i < job->params.n_stop; i++)
+        total += strlen(job->params.stop[i]) + 1;
+    char *block = base_malloc(total), *at = block;
+    if (!block)
+        return;
+    for (size_t i = 0; i < BASE_ARRAY_LEN(ids); i++)
+        if (*ids[i])
+            *ids[i] = move_str(&at, *ids[i], strlen(*ids[i]));
+    job->message.content = move_str(&at, job->message.content, job->message.content_len);
+    if (job->system)
+        job->system = move_str(&at, job->system, job->system_len);
+    for (size_t i = 0; i < job->n_history; i++)
+        job->history[i].content = move_str(&at, job->history[i].content, job->history[i].content_len);
+    for (size_t i = 0; i < job->params.n_stop; i++)
+        job->params.stop[i] = move_str(&at, job->params.stop[i], strlen(job->params.stop[i]));
+    job->strings = block;
+    cJSON_Delete(job->tree);
+    job->tree = NULL;
+}
+
 int job_parse(const char *value, size_t len, const job_limits_t *limits, job_t **out, job_error_t *err)
 {
     job_limits_t defaults = job_limits_default();
@@ -505,6 +545,7 @@ int job_parse(const char *value, size_t len, const job_limits_t *limits, job_t *
         job_free(job);
         return -1;
     }
+    job_compact(job);
     *out = job;
     return 0;
 salvage:
@@ -517,6 +558,7 @@ void job_free(job_t *job)
     if (!job)
         return;
     cJSON_Delete(job->tree);
+    free(job->strings);
     free(job->history);
     free(job->params.stop);
     free(job->metadata_json);

@@ -463,8 +463,12 @@ static void attempt_send(attempt_t *a)
         if (p->first_token_timeout_ms > 0)
             a->due_ms = now + p->first_token_timeout_ms;
     }
+    static const http_version_t versions[] = {[PROVIDER_HTTP_AUTO] = HTTP_VERSION_AUTO,
+                                              [PROVIDER_HTTP_1_1] = HTTP_VERSION_1_1,
+                                              [PROVIDER_HTTP_2] = HTTP_VERSION_2};
     http_request_t hr = {
         .method = HTTP_POST,
+        .version = versions[p->http_version],
         .url = lr->url,
         .headers = headers,
         .n_headers = n_headers,

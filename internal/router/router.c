@@ -71,7 +71,6 @@ static void call_free(router_call_t *call)
     free(call->requests);
     free(call->slots);
     free(call->attempts);
-    free(call->records);
     free(call->tracestate);
     free(call);
 }
@@ -108,16 +107,17 @@ static void call_error_summary(const router_call_t *call, char *out, size_t outl
     }
 }
 
-/* The attempt records, then one "not_needed" record per provider never started. */
-static size_t call_records(router_call_t *call)
+/* Fills records (room for n_attempts + n) with the attempt records, then one "not_needed" record per
+ * provider never started; returns how many. */
+static size_t call_records(const router_call_t *call, job_attempt_t *records)
 {
     size_t n = 0;
     for (size_t i = 0; i < call->n_attempts; i++)
-        call->records[n++] = call->attempts[i].record;
+        records[n++] = call->attempts[i].record;
     for (size_t s = 0; s < call->n; s++) {
         if (call->slots[s].started)
             continue;
-        job_attempt_t *rec = &call->records[n++];
+        job_attempt_t *rec = &records[n++];
         job_attempt_init(rec, call->router->cfg->llm.providers[call->order[s]].name, JOB_OUTCOME_SKIPPED);
         rec->reason = "not_needed";
     }
@@ -130,7 +130,12 @@ static void call_finish(router_call_t *call)
     call->finished = true;
     uv_timer_stop(call->timer);
     r->stats.calls_in_flight--;
-    router_result_t res = {.attempts = call->records, .n_attempts = call_records(call), .first_token_ms = -1};
+    /* the records exist only while on_done runs: on the stack unless the route is long */
+    job_attempt_t local[ROUTER_LOCAL_RECORDS];
+    size_t room = call->n_attempts + call->n;
+    job_attempt_t *records = room <= ROUTER_LOCAL_RECORDS ? local : base_malloc(room * sizeof *records);
+    router_result_t res = {
+        .attempts = records, .n_attempts = records ? call_records(call, records) : 0, .first_token_ms = -1};
     res.llm_ms = base_mono_ms() - call->started_ms;
     char error[ROUTER_ERROR_MAX];
     attempt_t *w = call->winner;
@@ -154,6 +159,8 @@ static void call_finish(router_call_t *call)
         res.error = error;
     }
     call->cbs.on_done(call->cbs.ctx, &res);
+    if (records != local)
+        free(records);
 }
 
 /* The next route position that may start: not failed, not running, and (before a reset) not started. */
@@ -382,9 +389,8 @@ router_call_t *router_start(router_t *r, const router_request_t *req, const rout
     call->requests = base_calloc(n, sizeof *call->requests);
     call->slots = base_calloc(n, sizeof *call->slots);
     call->attempts = base_calloc(2 * n, sizeof *call->attempts);
-    call->records = base_calloc(3 * n, sizeof *call->records);
     call->timer = base_malloc(sizeof *call->timer);
-    if (!call->order || !call->requests || !call->slots || !call->attempts || !call->records || !call->timer)
+    if (!call->order || !call->requests || !call->slots || !call->attempts || !call->timer)
         goto nomem;
     uv_timer_init(r->loop, call->timer);
     call->timer->data = call;
@@ -426,7 +432,6 @@ nomem:
         free(call->requests);
         free(call->slots);
         free(call->attempts);
-        free(call->records);
         free(call->timer);
         free(call);
     }

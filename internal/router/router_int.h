@@ -7,14 +7,15 @@
 
 #include "limits/limits.h"
 
-#define ROUTER_REASON_MAX  256
-#define ROUTER_WHY_MAX     96
-#define ROUTER_ERROR_MAX   512
-#define ROUTER_WINDOW      200   /* latency samples kept per provider and kind */
-#define ROUTER_WINDOW_MS   60000 /* samples older than this are ignored */
-#define ROUTER_WINDOW_MIN  20    /* fewer samples: the auto hedge delay is hedge_max_ms / 2 */
-#define ROUTER_TRACEPARENT 56    /* "00-" 32 hex "-" 16 hex "-" 2 hex, NUL */
-#define ROUTER_TRACESTATE  513   /* W3C: at most 512 characters */
+#define ROUTER_REASON_MAX    256
+#define ROUTER_WHY_MAX       96
+#define ROUTER_ERROR_MAX     512
+#define ROUTER_WINDOW        200   /* latency samples kept per provider and kind */
+#define ROUTER_WINDOW_MS     60000 /* samples older than this are ignored */
+#define ROUTER_WINDOW_MIN    20    /* fewer samples: the auto hedge delay is hedge_max_ms / 2 */
+#define ROUTER_TRACEPARENT   56    /* "00-" 32 hex "-" 16 hex "-" 2 hex, NUL */
+#define ROUTER_TRACESTATE    513   /* W3C: at most 512 characters */
+#define ROUTER_LOCAL_RECORDS 24    /* attempt records of a finished call kept on the stack (longer: heap) */
 
 /* A provider's recent successful latencies (or times to first token). */
 typedef struct {
@@ -108,9 +109,8 @@ struct router_call {
     call_slot_t *slots;
     attempt_t *attempts; /* capacity 2n: each provider at most once, plus once more after a reset */
     size_t n_attempts;
-    job_attempt_t *records; /* contiguous copy handed to on_done (attempts + providers not needed) */
-    size_t active;          /* attempts not done */
-    attempt_t *streamer;    /* the attempt whose deltas are handed out */
+    size_t active;       /* attempts not done */
+    attempt_t *streamer; /* the attempt whose deltas are handed out */
     attempt_t *winner;
     bool reset_phase; /* a stream was reset: one provider at a time from now on */
     int64_t hedge_delay_ms;

@@ -37,6 +37,7 @@
 #define STORE_ERR_MAX      256
 #define STORE_LAST_ERR_MAX 512
 #define STORE_MAX_ARGS     8
+#define STORE_FREE_REQS    256 /* idle request structures kept for reuse */
 
 typedef enum { CONN_WAITING, CONN_RESOLVING, CONN_CONNECTING, CONN_UP } conn_state_t;
 
@@ -119,6 +120,7 @@ struct store {
 
     store_req_t *head, *tail; /* awaited requests, earliest deadline first */
     store_req_t *free_reqs;
+    size_t n_free_reqs; /* at most STORE_FREE_REQS kept: a burst's requests are not held for good */
     size_t outstanding; /* requests sent whole and not completed by hiredis, timed out ones included */
     uint64_t last_progress_ms;
 
@@ -721,8 +723,10 @@ static void conn_start(store_t *s)
 static store_req_t *req_get(store_t *s)
 {
     store_req_t *r = s->free_reqs;
-    if (r)
+    if (r) {
         s->free_reqs = r->next;
+        s->n_free_reqs--;
+    }
     else if (!(r = base_malloc(sizeof *r)))
         return NULL;
     *r = (store_req_t){.s = s};
@@ -733,8 +737,13 @@ static void req_put(store_t *s, store_req_t *r)
 {
     free(r->eval_buf);
     r->eval_buf = NULL;
+    if (s->n_free_reqs >= STORE_FREE_REQS) {
+        free(r);
+        return;
+    }
     r->next = s->free_reqs;
     s->free_reqs = r;
+    s->n_free_reqs++;
 }
 
 static void req_unlink(store_t *s, store_req_t *r)

@@ -1,6 +1,9 @@
 /* test_http.c — the http module against a small HTTP/1.1 server that runs in a forked child (so that
  * its memory and CPU are not the client's): bodies, streaming, every timeout kind, limits, errors,
- * cancellation from everywhere, concurrency, keep-alive reuse, and heap per in-flight transfer. */
+ * cancellation from everywhere, concurrency, keep-alive reuse, and heap per in-flight transfer; then the
+ * native HTTP/2 client against an nghttp2 server in another child (h2c, TLS with and without ALPN h2):
+ * multiplexing, RST_STREAM on cancel and timeouts with the connection kept, connection errors, limits,
+ * TLS verification, the per-origin connection cap, heap per stream and CPU per request. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +26,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <sys/resource.h>
 
 #include "base/base.h"
 #include "http/http.h"
@@ -1285,6 +1292,1046 @@ static void memory_per_transfer(void **state)
     env_close(&e);
 }
 
+/* ================= the HTTP/2 test server (another child process) ================= */
+
+/* h2c on g_h2_port, TLS with ALPN h2 on g_h2s_port, TLS without ALPN on g_h2s_noalpn_port. */
+typedef struct {
+    atomic_long connections;
+    atomic_long requests;
+    atomic_long rst_received;
+    atomic_long rst_tag[N_TAGS]; /* RST_STREAM received for a request with &tag=N */
+} h2srv_stats_t;
+
+static h2srv_stats_t *g_h2;
+static int g_h2_port, g_h2s_port, g_h2s_noalpn_port;
+static pid_t g_h2_server;
+static char g_h2_dir[64], g_h2_cert[96], g_h2_key[96];
+
+typedef enum { H_NONE, H_STREAM, H_SLOWBODY, H_SLOW, H_CLOSEMID } h2kind_t;
+
+typedef struct h2s_conn h2s_conn_t;
+
+typedef struct h2s_stream {
+    h2s_conn_t *conn;
+    struct h2s_stream *next;
+    int32_t id;
+    char path[256], xtest[128], ua[128];
+    buf_t in, out;
+    size_t out_off;
+    bool out_done, deferred;
+    h2kind_t kind;
+    int chunk_no, chunks_left, gap_ms, tag;
+    uv_timer_t timer;
+} h2s_stream_t;
+
+struct h2s_conn {
+    uv_tcp_t tcp;
+    nghttp2_session *session;
+    SSL *ssl;
+    h2s_stream_t *streams;
+};
+
+typedef struct {
+    uv_tcp_t tcp;
+    SSL_CTX *ctx; /* NULL = h2c */
+} h2s_listener_t;
+
+static void h2s_stream_freed(uv_handle_t *h)
+{
+    h2s_stream_t *s = h->data;
+    buf_free(&s->in);
+    buf_free(&s->out);
+    free(s);
+}
+
+static void h2s_conn_freed(uv_handle_t *h)
+{
+    h2s_conn_t *k = h->data;
+    nghttp2_session_del(k->session);
+    if (k->ssl)
+        SSL_free(k->ssl);
+    free(k);
+}
+
+static void h2s_close(h2s_conn_t *k)
+{
+    if (uv_is_closing((uv_handle_t *)&k->tcp))
+        return;
+    for (h2s_stream_t *s = k->streams; s; s = s->next)
+        uv_close((uv_handle_t *)&s->timer, h2s_stream_freed);
+    k->streams = NULL;
+    uv_close((uv_handle_t *)&k->tcp, h2s_conn_freed);
+}
+
+static void h2s_written(uv_write_t *w, int status) { free(w); }
+
+static void h2s_send_raw(h2s_conn_t *k, const void *p, size_t n)
+{
+    if (n == 0 || uv_is_closing((uv_handle_t *)&k->tcp))
+        return;
+    swrite_t *w = malloc(sizeof *w + n);
+    memcpy(w->data, p, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&k->tcp, &b, 1, h2s_written) != 0)
+        free(w);
+}
+
+static void h2s_drain_tls(h2s_conn_t *k)
+{
+    char buf[16384];
+    int n;
+    while ((n = BIO_read(SSL_get_wbio(k->ssl), buf, sizeof buf)) > 0)
+        h2s_send_raw(k, buf, (size_t)n);
+}
+
+static void h2s_flush(h2s_conn_t *k)
+{
+    const uint8_t *data;
+    ssize_t n;
+    while (!uv_is_closing((uv_handle_t *)&k->tcp) && (n = nghttp2_session_mem_send(k->session, &data)) > 0) {
+        if (k->ssl)
+            SSL_write(k->ssl, data, (int)n);
+        else
+            h2s_send_raw(k, data, (size_t)n);
+    }
+    if (k->ssl)
+        h2s_drain_tls(k);
+}
+
+static ssize_t h2s_read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+                             uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    h2s_stream_t *s = src->ptr;
+    size_t n = s->out.len - s->out_off;
+    if (n == 0 && !s->out_done) {
+        s->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    if (n > length)
+        n = length;
+    memcpy(buf, s->out.data + s->out_off, n);
+    s->out_off += n;
+    if (s->out_done && s->out_off == s->out.len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+#define H2NV(n, v)                                                                                           \
+    {                                                                                                        \
+        (uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE                           \
+    }
+
+static void h2s_head(h2s_stream_t *s, int status, const char *ctype, long len, const char *xname,
+                     const char *xval)
+{
+    char st[8], cl[24];
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(cl, sizeof cl, "%ld", len);
+    nghttp2_nv nva[5] = {H2NV(":status", st), H2NV("content-type", ctype)};
+    size_t n = 2;
+    if (len >= 0)
+        nva[n++] = (nghttp2_nv)H2NV("content-length", cl);
+    if (xname)
+        nva[n++] = (nghttp2_nv)H2NV(xname, xval);
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = h2s_read_body};
+    nghttp2_submit_response(s->conn->session, s->id, nva, n, &prd);
+}
+
+static void h2s_more(h2s_stream_t *s, const char *p, size_t n, bool done)
+{
+    buf_append(&s->out, p, n);
+    s->out_done = done;
+    if (s->deferred) {
+        s->deferred = false;
+        nghttp2_session_resume_data(s->conn->session, s->id);
+    }
+}
+
+static void h2s_tick(uv_timer_t *h)
+{
+    h2s_stream_t *s = h->data;
+    char line[64];
+    switch (s->kind) {
+    case H_STREAM: {
+        int n = snprintf(line, sizeof line, "chunk-%d\n", s->chunk_no++);
+        bool last = --s->chunks_left <= 0;
+        h2s_more(s, line, (size_t)n, last);
+        if (!last)
+            uv_timer_start(&s->timer, h2s_tick, (uint64_t)s->gap_ms, 0);
+        break;
+    }
+    case H_SLOWBODY:
+        h2s_more(s, "late\n", 5, true);
+        break;
+    case H_SLOW:
+        h2s_head(s, 200, "application/json", 11, NULL, NULL);
+        h2s_more(s, "{\"ok\":true}", 11, true);
+        break;
+    case H_CLOSEMID:
+        h2s_close(s->conn);
+        return;
+    case H_NONE:
+        break;
+    }
+    h2s_flush(s->conn);
+}
+
+/* One complete request. */
+static void h2s_handle(h2s_stream_t *s)
+{
+    const char *path = s->path;
+    atomic_fetch_add(&g_h2->requests, 1);
+    s->tag = qint(path, "tag=", 0);
+    if (strncmp(path, "/json", 5) == 0) {
+        h2s_head(s, 200, "application/json", 11, NULL, NULL);
+        h2s_more(s, "{\"ok\":true}", 11, true);
+    } else if (strncmp(path, "/echo", 5) == 0) {
+        h2s_head(s, 200, "application/octet-stream", (long)s->in.len,
+                 s->xtest[0] ? "x-echo-header" : "x-echo-ua", s->xtest[0] ? s->xtest : s->ua);
+        h2s_more(s, s->in.data ? s->in.data : "", s->in.len, true);
+    } else if (strncmp(path, "/stream", 7) == 0) {
+        h2s_head(s, 200, "text/event-stream", -1, NULL, NULL);
+        s->kind = H_STREAM;
+        s->chunks_left = qint(path, "n=", 5);
+        s->gap_ms = qint(path, "gap=", 10);
+        h2s_tick(&s->timer);
+        return;
+    } else if (strncmp(path, "/slowbody", 9) == 0) {
+        h2s_head(s, 200, "text/plain", -1, NULL, NULL);
+        s->kind = H_SLOWBODY;
+        uv_timer_start(&s->timer, h2s_tick, (uint64_t)qint(path, "ms=", 1000), 0);
+    } else if (strncmp(path, "/slow", 5) == 0) {
+        s->kind = H_SLOW;
+        uv_timer_start(&s->timer, h2s_tick, (uint64_t)qint(path, "ms=", 1000), 0);
+    } else if (strncmp(path, "/big", 4) == 0) {
+        size_t n = (size_t)qint(path, "bytes=", 0);
+        char *blob = malloc(n + 1);
+        memset(blob, 'x', n);
+        h2s_head(s, 200, "text/plain", strncmp(path, "/bigchunked", 11) == 0 ? -1 : (long)n, NULL, NULL);
+        h2s_more(s, blob, n, true);
+        free(blob);
+    } else if (strncmp(path, "/429", 4) == 0) {
+        h2s_head(s, 429, "application/json", 16, "retry-after", "7");
+        h2s_more(s, "{\"error\":\"rate\"}", 16, true);
+    } else if (strncmp(path, "/closemid", 9) == 0) {
+        h2s_head(s, 200, "text/plain", 1000, NULL, NULL);
+        h2s_more(s, "partial", 7, false);
+        s->kind = H_CLOSEMID;
+        uv_timer_start(&s->timer, h2s_tick, 50, 0);
+    } else if (strncmp(path, "/goaway", 7) == 0) {
+        nghttp2_submit_goaway(s->conn->session, NGHTTP2_FLAG_NONE, s->id - 2, NGHTTP2_NO_ERROR, NULL, 0);
+    } else if (strncmp(path, "/rst", 4) == 0) {
+        nghttp2_submit_rst_stream(s->conn->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    } else {
+        h2s_head(s, 404, "application/json", 2, NULL, NULL);
+        h2s_more(s, "{}", 2, true);
+    }
+}
+
+static int h2s_on_begin(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    h2s_conn_t *k = user;
+    h2s_stream_t *s = calloc(1, sizeof *s);
+    s->conn = k;
+    s->id = frame->hd.stream_id;
+    uv_timer_init(k->tcp.loop, &s->timer);
+    s->timer.data = s;
+    s->next = k->streams;
+    k->streams = s;
+    nghttp2_session_set_stream_user_data(session, s->id, s);
+    return 0;
+}
+
+static int h2s_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
+{
+    h2s_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!s)
+        return 0;
+    if (strcmp((const char *)name, ":path") == 0)
+        snprintf(s->path, sizeof s->path, "%s", value);
+    else if (strcmp((const char *)name, "x-test") == 0)
+        snprintf(s->xtest, sizeof s->xtest, "%s", value);
+    else if (strcmp((const char *)name, "user-agent") == 0)
+        snprintf(s->ua, sizeof s->ua, "%s", value);
+    return 0;
+}
+
+static int h2s_on_data(nghttp2_session *session, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                       void *user)
+{
+    h2s_stream_t *s = nghttp2_session_get_stream_user_data(session, id);
+    if (s)
+        buf_append(&s->in, data, len);
+    return 0;
+}
+
+static int h2s_on_frame(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    h2s_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        atomic_fetch_add(&g_h2->rst_received, 1);
+        if (s && s->tag > 0 && s->tag < N_TAGS)
+            atomic_fetch_add(&g_h2->rst_tag[s->tag], 1);
+    }
+    if (s && (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        h2s_handle(s);
+    return 0;
+}
+
+static int h2s_on_close(nghttp2_session *session, int32_t id, uint32_t code, void *user)
+{
+    h2s_conn_t *k = user;
+    h2s_stream_t *s = nghttp2_session_get_stream_user_data(session, id);
+    if (!s)
+        return 0;
+    for (h2s_stream_t **p = &k->streams; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
+    uv_close((uv_handle_t *)&s->timer, h2s_stream_freed);
+    return 0;
+}
+
+static void h2s_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    h2s_conn_t *k = st->data;
+    if (nread < 0) {
+        h2s_close(k);
+    } else if (nread > 0) {
+        const char *p = b->base;
+        size_t n = (size_t)nread;
+        char plain[16384];
+        if (k->ssl) {
+            BIO_write(SSL_get_rbio(k->ssl), p, (int)n);
+            if (!SSL_is_init_finished(k->ssl)) {
+                int rc = SSL_do_handshake(k->ssl);
+                h2s_drain_tls(k);
+                if (rc <= 0 && SSL_get_error(k->ssl, rc) != SSL_ERROR_WANT_READ)
+                    h2s_close(k);
+                if (rc != 1)
+                    goto out; /* nothing of HTTP/2 may go out before the handshake is done */
+            }
+            int got;
+            while ((got = SSL_read(k->ssl, plain, sizeof plain)) > 0)
+                if (nghttp2_session_mem_recv(k->session, (uint8_t *)plain, (size_t)got) < 0) {
+                    h2s_close(k);
+                    goto out;
+                }
+        } else if (nghttp2_session_mem_recv(k->session, (const uint8_t *)p, n) < 0) {
+            h2s_close(k);
+            goto out;
+        }
+        h2s_flush(k);
+    }
+out:
+    free(b->base);
+}
+
+static int h2s_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                    unsigned int inlen, void *arg)
+{
+    return nghttp2_select_next_protocol((unsigned char **)out, outlen, in, inlen) == 1 ? SSL_TLSEXT_ERR_OK
+                                                                                       : SSL_TLSEXT_ERR_NOACK;
+}
+
+static void h2s_accept(uv_stream_t *server, int status)
+{
+    h2s_listener_t *l = server->data;
+    h2s_conn_t *k = calloc(1, sizeof *k);
+    uv_tcp_init(server->loop, &k->tcp);
+    k->tcp.data = k;
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, h2s_on_begin);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, h2s_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2s_on_data);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2s_on_frame);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2s_on_close);
+    nghttp2_session_server_new(&k->session, cbs, k);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 5000}};
+    nghttp2_submit_settings(k->session, NGHTTP2_FLAG_NONE, iv, 1);
+    if (uv_accept(server, (uv_stream_t *)&k->tcp) != 0) {
+        h2s_close(k);
+        return;
+    }
+    atomic_fetch_add(&g_h2->connections, 1);
+    if (l->ctx) {
+        k->ssl = SSL_new(l->ctx);
+        SSL_set_bio(k->ssl, BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+        SSL_set_accept_state(k->ssl);
+    } else {
+        h2s_flush(k);
+    }
+    uv_read_start((uv_stream_t *)&k->tcp, srv_alloc, h2s_read);
+}
+
+static SSL_CTX *h2s_tls_ctx(bool alpn)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate_file(ctx, g_h2_cert, SSL_FILETYPE_PEM);
+    SSL_CTX_use_PrivateKey_file(ctx, g_h2_key, SSL_FILETYPE_PEM);
+    if (alpn)
+        SSL_CTX_set_alpn_select_cb(ctx, h2s_alpn, NULL);
+    return ctx;
+}
+
+static void h2_server_main(int fds[3])
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    static h2s_listener_t ls[3];
+    for (int i = 0; i < 3; i++) {
+        ls[i].ctx = i == 0 ? NULL : h2s_tls_ctx(i == 1);
+        uv_tcp_init(&loop, &ls[i].tcp);
+        ls[i].tcp.data = &ls[i];
+        uv_tcp_open(&ls[i].tcp, fds[i]);
+        uv_listen((uv_stream_t *)&ls[i].tcp, 4096, h2s_accept);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    _exit(0);
+}
+
+/* Makes the self-signed certificate (it is its own CA) and starts the HTTP/2 server child. */
+static int h2_server_start(void)
+{
+    g_h2 = mmap(NULL, sizeof *g_h2, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_h2 == MAP_FAILED)
+        return -1;
+    snprintf(g_h2_dir, sizeof g_h2_dir, "/tmp/test_http2_XXXXXX");
+    if (!mkdtemp(g_h2_dir))
+        return -1;
+    snprintf(g_h2_cert, sizeof g_h2_cert, "%s/cert.pem", g_h2_dir);
+    snprintf(g_h2_key, sizeof g_h2_key, "%s/key.pem", g_h2_dir);
+    char *req[] = {"openssl",
+                   "req",
+                   "-x509",
+                   "-newkey",
+                   "ec",
+                   "-pkeyopt",
+                   "ec_paramgen_curve:prime256v1",
+                   "-nodes",
+                   "-keyout",
+                   g_h2_key,
+                   "-out",
+                   g_h2_cert,
+                   "-days",
+                   "1",
+                   "-subj",
+                   "/CN=127.0.0.1",
+                   "-addext",
+                   "subjectAltName=IP:127.0.0.1",
+                   NULL};
+    if (run_quiet(req) != 0)
+        return -1;
+    int fds[3];
+    int *ports[3] = {&g_h2_port, &g_h2s_port, &g_h2s_noalpn_port};
+    for (int i = 0; i < 3; i++)
+        if ((fds[i] = bind_loopback(ports[i])) < 0 || listen(fds[i], 4096) != 0)
+            return -1;
+    g_h2_server = fork();
+    if (g_h2_server < 0)
+        return -1;
+    if (g_h2_server == 0)
+        h2_server_main(fds);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+    return 0;
+}
+
+static void h2_server_stop(void)
+{
+    stop_child(&g_h2_server);
+    unlink(g_h2_cert);
+    unlink(g_h2_key);
+    if (g_h2_dir[0])
+        rmdir(g_h2_dir);
+}
+
+/* ================= native HTTP/2 tests ================= */
+
+static const char *url2(char *buf, size_t n, const char *scheme, int port, const char *path)
+{
+    snprintf(buf, n, "%s://127.0.0.1:%d%s", scheme, port, path);
+    return buf;
+}
+#define URL2(path) url2((char[256]){0}, 256, "http", g_h2_port, (path))
+
+static long srv2(atomic_long *v) { return atomic_load(v); }
+
+static size_t h2_conns(env_t *e)
+{
+    http_stats_t st;
+    http_client_stats(e->client, &st);
+    return st.h2_connections;
+}
+
+static void h2_get_and_post_round_trip(void **state)
+{
+    env_t e;
+    env_init(&e, NULL);
+    long conns0 = srv2(&g_h2->connections), rst0 = srv2(&g_h2->rst_received);
+    http_request_t get = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json"), .buffer_body = true};
+    call_t g = {.want_header = "Content-Type"};
+    run_one(&e, &g, &get, 3000);
+    assert_int_equal(g.code, HTTP_OK);
+    assert_string_equal(g.error, "");
+    assert_int_equal(g.status, 200);
+    assert_string_equal(g.ctype, "application/json");
+    assert_string_equal(g.hdr_done, "application/json");
+    assert_string_equal(g.body.data, "{\"ok\":true}");
+    assert_int_equal(g.bytes, 11);
+    assert_false(g.reused);
+    assert_true(g.response_ms >= 0 && g.first_byte_ms >= g.response_ms && g.total_ms >= g.first_byte_ms);
+
+    size_t n = 20000;
+    char *body = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        body[i] = (char)(i * 7);
+    char *copy = malloc(n);
+    memcpy(copy, body, n);
+    const char *headers[] = {"Content-Type: application/octet-stream", "X-Test: hello there",
+                             "Connection: close", "Expect:"};
+    http_request_t post = {.version = HTTP_VERSION_2,
+                           .url = URL2("/echo"),
+                           .headers = headers,
+                           .n_headers = 4,
+                           .body = copy,
+                           .body_len = n,
+                           .copy_body = true,
+                           .buffer_body = true};
+    call_t p = {.want_header = "X-Echo-Header"};
+    start(&e, &p, &post);
+    memset(copy, 0, n); /* http copied it */
+    free(copy);
+    RUN_UNTIL(&e, p.done, 3000);
+    assert_int_equal(p.code, HTTP_OK);
+    assert_int_equal(p.status, 200);
+    assert_int_equal(p.body.len, n);
+    assert_memory_equal(p.body.data, body, n);
+    assert_string_equal(p.hdr, "hello there");
+    assert_true(p.reused);
+
+    http_request_t ua = {.version = HTTP_VERSION_2, .url = URL2("/echo"), .body = "", .body_len = 0};
+    call_t u = {.want_header = "x-echo-ua"};
+    run_one(&e, &u, &ua, 3000);
+    assert_int_equal(u.code, HTTP_OK);
+    assert_memory_equal(u.hdr, "parley/", 7);
+
+    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
+    assert_int_equal(srv2(&g_h2->rst_received) - rst0, 0); /* a complete exchange needs no reset */
+    assert_int_equal(h2_conns(&e), 1);
+    http_stats_t st;
+    http_client_stats(e.client, &st);
+    assert_int_equal(st.started, 3);
+    assert_int_equal(st.completed, 3);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.h2_streams, 0);
+    free(body);
+    call_free(&g);
+    call_free(&p);
+    call_free(&u);
+    env_close(&e);
+}
+
+static void h2_concurrent_streams_share_one_connection(void **state)
+{
+    enum { N = 200 };
+    env_t e;
+    env_init(&e, NULL);
+    long conns0 = srv2(&g_h2->connections);
+    call_t *k = calloc(N, sizeof *k);
+    char(*bodies)[32] = calloc(N, 32);
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(bodies[i], 32, "request-%d", i);
+        http_request_t req = {.version = HTTP_VERSION_2,
+                              .url = URL2("/echo"),
+                              .body = bodies[i],
+                              .body_len = (size_t)n,
+                              .buffer_body = true,
+                              .total_timeout_ms = 10000};
+        start(&e, &k[i], &req);
+    }
+    http_stats_t st;
+    http_client_stats(e.client, &st);
+    assert_int_equal(st.in_flight, N);
+    assert_int_equal(st.h2_streams, N);
+    RUN_UNTIL(&e, count_done(k, N) == N, 10000);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(k[i].code, HTTP_OK);
+        assert_string_equal(k[i].body.data, bodies[i]);
+        call_free(&k[i]);
+    }
+    assert_int_equal(h2_conns(&e), 1);
+    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
+    free(k);
+    free(bodies);
+    env_close(&e);
+}
+
+static void h2_cancel_resets_the_stream_and_keeps_the_connection(void **state)
+{
+    env_t e;
+    env_init(&e, NULL);
+    long conns0 = srv2(&g_h2->connections);
+    http_request_t req = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=1000&gap=10&tag=5")};
+    call_t k = {0};
+    start(&e, &k, &req);
+    RUN_UNTIL(&e, k.chunks >= 3, 3000);
+    assert_true(k.chunks >= 3);
+    k.cancelled = true;
+    http_cancel(k.t);
+    int seen = k.chunks;
+    http_stats_t st;
+    http_client_stats(e.client, &st);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.cancelled, 1);
+    assert_int_equal(st.h2_streams, 0);
+    RUN_UNTIL(&e, srv2(&g_h2->rst_tag[5]) == 1, 2000);
+    assert_int_equal(srv2(&g_h2->rst_tag[5]), 1);
+    run_for(&e, 100);
+    assert_int_equal(k.chunks, seen);
+    assert_int_equal(k.done, 0);
+    assert_int_equal(k.after_cancel, 0);
+    assert_int_equal(h2_conns(&e), 1);
+
+    /* Cancelled while waiting for the head, and before the request went out at all. */
+    http_request_t slow = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/slow?ms=500&tag=6")};
+    call_t w = {0}, unsent = {0};
+    start(&e, &w, &slow);
+    run_for(&e, 50);
+    http_cancel(w.t);
+    start(&e, &unsent, &slow);
+    http_cancel(unsent.t);
+    RUN_UNTIL(&e, srv2(&g_h2->rst_tag[6]) == 1, 2000);
+    assert_int_equal(srv2(&g_h2->rst_tag[6]), 1);
+
+    http_request_t next = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json")};
+    call_t n = {0};
+    run_one(&e, &n, &next, 3000);
+    assert_int_equal(n.code, HTTP_OK);
+    assert_true(n.reused);
+    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
+    assert_int_equal(w.done + unsent.done, 0);
+    call_free(&k);
+    call_free(&n);
+    env_close(&e);
+}
+
+static void h2_timeouts_reset_the_stream_only(void **state)
+{
+    env_t e;
+    env_init(&e, NULL);
+    long conns0 = srv2(&g_h2->connections);
+    http_request_t fb = {.method = HTTP_GET,
+                         .version = HTTP_VERSION_2,
+                         .url = URL2("/slowbody?ms=1500"),
+                         .first_byte_timeout_ms = 200};
+    call_t a = {0};
+    run_one(&e, &a, &fb, 3000);
+    assert_int_equal(a.code, HTTP_ERR_TIMEOUT_FIRST_BYTE);
+    assert_int_equal(a.status, 200); /* the head came, the body did not */
+    assert_true(a.total_ms >= 190 && a.total_ms < 1000);
+    assert_non_null(strstr(a.error, "200 ms"));
+
+    http_request_t idle = {.method = HTTP_GET,
+                           .version = HTTP_VERSION_2,
+                           .url = URL2("/stream?n=3&gap=700"),
+                           .idle_timeout_ms = 200};
+    call_t b = {0};
+    run_one(&e, &b, &idle, 3000);
+    assert_int_equal(b.code, HTTP_ERR_TIMEOUT_IDLE);
+    assert_int_equal(b.chunks, 1);
+
+    http_request_t total = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/slow?ms=2000"), .total_timeout_ms = 300};
+    call_t c = {0};
+    run_one(&e, &c, &total, 3000);
+    assert_int_equal(c.code, HTTP_ERR_TIMEOUT_TOTAL);
+    assert_int_equal(c.status, 0);
+
+    http_request_t next = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json")};
+    call_t n = {0};
+    run_one(&e, &n, &next, 3000);
+    assert_int_equal(n.code, HTTP_OK);
+    assert_true(n.reused);
+    assert_int_equal(h2_conns(&e), 1);
+    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
+    call_free(&a);
+    call_free(&b);
+    call_free(&c);
+    call_free(&n);
+    env_close(&e);
+}
+
+static void h2_connection_errors(void **state)
+{
+    int port;
+    close(bind_loopback(&port)); /* nobody listens there now */
+    env_t e;
+    env_init(&e, NULL);
+    char u[128];
+    http_request_t refused = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = url2(u, sizeof u, "http", port, "/")};
+    call_t a = {0};
+    run_one(&e, &a, &refused, 3000);
+    assert_int_equal(a.code, HTTP_ERR_CONNECT);
+    assert_non_null(strstr(a.error, "refused"));
+    assert_false(a.had_response);
+
+    /* A listener that never answers: the TLS handshake cannot finish within the connect timeout. */
+    int fd = bind_loopback(&port);
+    assert_true(fd >= 0 && listen(fd, 16) == 0);
+    char s[128];
+    http_request_t silent = {.method = HTTP_GET,
+                             .version = HTTP_VERSION_2,
+                             .url = url2(s, sizeof s, "https", port, "/"),
+                             .connect_timeout_ms = 200,
+                             .tls_insecure = true};
+    call_t b = {0};
+    run_one(&e, &b, &silent, 3000);
+    assert_int_equal(b.code, HTTP_ERR_TIMEOUT_CONNECT);
+    close(fd);
+
+    http_request_t mid = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/closemid")};
+    call_t c = {0};
+    run_one(&e, &c, &mid, 3000);
+    assert_int_equal(c.code, HTTP_ERR_CLOSED);
+    assert_int_equal(c.status, 200);
+    assert_int_equal(c.bytes, 7);
+
+    http_request_t rst = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/rst")};
+    call_t d = {0};
+    run_one(&e, &d, &rst, 3000);
+    assert_int_equal(d.code, HTTP_ERR_CLOSED);
+    assert_non_null(strstr(d.error, "reset"));
+
+    char named[128];
+    snprintf(named, sizeof named, "http://localhost:%d/json", g_h2_port);
+    http_request_t by_name = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = named};
+    call_t r = {0};
+    run_one(&e, &r, &by_name, 3000); /* resolved with uv_getaddrinfo */
+    assert_int_equal(r.code, HTTP_OK);
+    assert_int_equal(r.status, 200);
+
+    /* GOAWAY refusing the stream: it fails, the connection takes no new stream, the next one is new. */
+    long conns0 = srv2(&g_h2->connections);
+    http_request_t gone = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/goaway")};
+    call_t g = {0};
+    run_one(&e, &g, &gone, 3000);
+    assert_int_equal(g.code, HTTP_ERR_CLOSED);
+    assert_non_null(strstr(g.error, "refused"));
+    http_request_t after = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json")};
+    call_t n = {0};
+    run_one(&e, &n, &after, 3000);
+    assert_int_equal(n.code, HTTP_OK);
+    assert_false(n.reused);
+    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
+    RUN_UNTIL(&e, h2_conns(&e) == 2, 1000); /* the drained one closed; the other is localhost's */
+    assert_int_equal(h2_conns(&e), 2);
+    call_free(&g);
+    call_free(&n);
+    call_free(&r);
+
+    http_request_t bad = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = "http://user@127.0.0.1:1/"};
+    char err[128] = "";
+    bad.on_done = rec_done;
+    assert_null(http_start(e.client, &bad, err, sizeof err));
+    assert_true(err[0] != '\0');
+    const char *bad_header[] = {"no colon here"};
+    http_request_t badh = {.method = HTTP_GET,
+                           .version = HTTP_VERSION_2,
+                           .url = URL2("/json"),
+                           .headers = bad_header,
+                           .n_headers = 1,
+                           .on_done = rec_done};
+    assert_null(http_start(e.client, &badh, err, sizeof err));
+    call_free(&a);
+    call_free(&b);
+    call_free(&c);
+    call_free(&d);
+    env_close(&e);
+}
+
+static void h2_limits_and_abort(void **state)
+{
+    env_t e;
+    env_init(&e, NULL);
+    http_request_t by_len = {.method = HTTP_GET,
+                             .version = HTTP_VERSION_2,
+                             .url = URL2("/big?bytes=5000"),
+                             .max_response_bytes = 1000};
+    call_t a = {0};
+    run_one(&e, &a, &by_len, 3000);
+    assert_int_equal(a.code, HTTP_ERR_TOO_LARGE);
+    assert_int_equal(a.bytes, 0);
+    http_request_t by_body = {.method = HTTP_GET,
+                              .version = HTTP_VERSION_2,
+                              .url = URL2("/bigchunked?bytes=50000"),
+                              .max_response_bytes = 20000,
+                              .buffer_body = true};
+    call_t b = {0};
+    run_one(&e, &b, &by_body, 3000);
+    assert_int_equal(b.code, HTTP_ERR_TOO_LARGE);
+    assert_true(b.bytes <= 20000);
+    http_request_t fits = {.method = HTTP_GET,
+                           .version = HTTP_VERSION_2,
+                           .url = URL2("/bigchunked?bytes=50000"),
+                           .buffer_body = true};
+    call_t c = {0};
+    run_one(&e, &c, &fits, 3000);
+    assert_int_equal(c.code, HTTP_OK);
+    assert_int_equal(c.body.len, 50000);
+
+    http_request_t st = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=100&gap=5&tag=9")};
+    call_t d = {.abort_at_chunk = 2};
+    run_one(&e, &d, &st, 3000);
+    assert_int_equal(d.code, HTTP_ERR_ABORTED);
+    assert_int_equal(d.chunks, 2);
+    RUN_UNTIL(&e, srv2(&g_h2->rst_tag[9]) == 1, 2000);
+    assert_int_equal(srv2(&g_h2->rst_tag[9]), 1);
+
+    http_request_t r429 = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/429"), .buffer_body = true};
+    call_t f = {.want_header = "Retry-After"};
+    run_one(&e, &f, &r429, 3000);
+    assert_int_equal(f.status, 429);
+    assert_int_equal(f.retry_after_ms, 7000);
+    assert_string_equal(f.hdr, "7");
+    assert_int_equal(h2_conns(&e), 1);
+    call_free(&a);
+    call_free(&b);
+    call_free(&c);
+    call_free(&d);
+    call_free(&f);
+    env_close(&e);
+}
+
+static void h2_cancel_and_close_from_inside_callbacks(void **state)
+{
+    env_t e;
+    env_init(&e, NULL);
+    call_t in_data = {.cancel_at_chunk = 3};
+    call_t in_response = {.cancel_in_response = true};
+    http_request_t r1 = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=100&gap=5&tag=10")};
+    http_request_t r2 = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=100&gap=5&tag=11")};
+    start(&e, &in_data, &r1);
+    start(&e, &in_response, &r2);
+    RUN_UNTIL(&e, srv2(&g_h2->rst_tag[10]) && srv2(&g_h2->rst_tag[11]), 3000);
+    assert_int_equal(srv2(&g_h2->rst_tag[10]), 1);
+    assert_int_equal(srv2(&g_h2->rst_tag[11]), 1);
+    run_for(&e, 50);
+    assert_int_equal(in_data.chunks, 3);
+    assert_int_equal(in_response.chunks, 0);
+    assert_int_equal(in_data.done + in_response.done, 0);
+    assert_int_equal(in_data.after_cancel + in_response.after_cancel, 0);
+
+    /* Closing the client from on_data: no further callback of any transfer. */
+    call_t k[3] = {0};
+    http_request_t slow = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/slow?ms=2000")};
+    for (int i = 0; i < 3; i++)
+        start(&e, &k[i], &slow);
+    call_t closer = {.close_client_in_data = true};
+    http_request_t rs = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=50&gap=5")};
+    start(&e, &closer, &rs);
+    RUN_UNTIL(&e, e.closed, 3000);
+    assert_true(e.closed);
+    assert_int_equal(closer.chunks, 1);
+    assert_int_equal(closer.done, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(k[i].done, 0);
+    call_free(&in_data);
+    call_free(&in_response);
+    call_free(&closer);
+    env_close(&e);
+}
+
+static void h2_streamed_chunks_arrive_in_order(void **state)
+{
+    env_t e;
+    env_init(&e, NULL);
+    http_request_t req = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=20&gap=5")};
+    call_t k = {0};
+    run_one(&e, &k, &req, 3000);
+    assert_int_equal(k.code, HTTP_OK);
+    buf_t want;
+    buf_init(&want, 0);
+    for (int i = 0; i < 20; i++)
+        buf_printf(&want, "chunk-%d\n", i);
+    assert_int_equal(k.data.len, want.len);
+    assert_memory_equal(k.data.data, want.data, want.len);
+    assert_true(k.chunks >= 10); /* delivered as they came, not gathered */
+    assert_int_equal(k.responses, 1);
+    assert_string_equal(k.ctype, "text/event-stream");
+    buf_free(&want);
+    call_free(&k);
+    env_close(&e);
+}
+
+static void h2_tls_alpn(void **state)
+{
+    env_t e;
+    env_init(&e, NULL);
+    char u[128], v[128];
+    url2(u, sizeof u, "https", g_h2s_port, "/json");
+    url2(v, sizeof v, "https", g_h2s_noalpn_port, "/json");
+    http_request_t plain = {
+        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = u, .total_timeout_ms = 5000};
+    http_request_t with_ca = {.method = HTTP_GET,
+                              .version = HTTP_VERSION_2,
+                              .url = u,
+                              .total_timeout_ms = 5000,
+                              .ca_file = g_h2_cert};
+    http_request_t insecure = {.method = HTTP_GET,
+                               .version = HTTP_VERSION_2,
+                               .url = u,
+                               .total_timeout_ms = 5000,
+                               .tls_insecure = true};
+    http_request_t no_alpn = {.method = HTTP_GET,
+                              .version = HTTP_VERSION_2,
+                              .url = v,
+                              .total_timeout_ms = 5000,
+                              .ca_file = g_h2_cert};
+    http_request_t *reqs[] = {&plain, &with_ca, &insecure, &no_alpn};
+    http_code_t want[] = {HTTP_ERR_TLS, HTTP_OK, HTTP_OK, HTTP_ERR_OTHER};
+    for (size_t i = 0; i < BASE_ARRAY_LEN(reqs); i++) {
+        call_t k = {0};
+        reqs[i]->buffer_body = true;
+        run_one(&e, &k, reqs[i], 6000);
+        if (k.code != want[i])
+            printf("request %zu: %s: %s\n", i, http_code_name(k.code), k.error);
+        assert_int_equal(k.code, want[i]);
+        if (want[i] == HTTP_OK) {
+            assert_int_equal(k.status, 200);
+            assert_string_equal(k.body.data, "{\"ok\":true}");
+        }
+        if (i == 0)
+            assert_non_null(strstr(k.error, "verif"));
+        if (i == 3)
+            assert_string_equal(k.error, "server did not agree to HTTP/2");
+        call_free(&k);
+    }
+    call_t again = {0};
+    run_one(&e, &again, &with_ca, 3000);
+    assert_true(again.reused);
+    call_free(&again);
+    env_close(&e);
+}
+
+static void h2_queue_beyond_the_connection_cap_and_idle_close(void **state)
+{
+    enum { N = 1300 };
+    http_client_options_t o;
+    http_client_options_init(&o);
+    o.h2_max_connections_per_origin = 1;
+    o.h2_idle_timeout_ms = 200;
+    env_t e;
+    env_init(&e, &o);
+    call_t *k = calloc(N, sizeof *k);
+    http_request_t req = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/slow?ms=300")};
+    for (int i = 0; i < N; i++)
+        start(&e, &k[i], &req);
+    RUN_UNTIL(&e, count_done(k, N) == N, 10000);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(k[i].code, HTTP_OK);
+        call_free(&k[i]);
+    }
+    assert_int_equal(h2_conns(&e), 1);
+    RUN_UNTIL(&e, h2_conns(&e) == 0, 2000);
+    assert_int_equal(h2_conns(&e), 0);
+    free(k);
+    env_close(&e);
+}
+
+/* Heap per in-flight stream with 2,000 streams waiting on a slow server, and CPU per request. */
+static void h2_memory_and_cpu_per_stream(void **state)
+{
+    enum { N = 2000, M = 20000, BATCH = 500 };
+    env_t e;
+    env_init(&e, NULL);
+    call_t *k = calloc(N, sizeof *k);
+    call_t warm = {0};
+    http_request_t rj = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json")};
+    run_one(&e, &warm, &rj, 3000);
+    long reqs0 = srv2(&g_h2->requests);
+    size_t base = mallinfo2().uordblks;
+    http_request_t req = {.method = HTTP_GET,
+                          .version = HTTP_VERSION_2,
+                          .url = URL2("/slow?ms=2000"),
+                          .total_timeout_ms = 20000,
+                          .first_byte_timeout_ms = 10000,
+                          .idle_timeout_ms = 10000};
+    for (int i = 0; i < N; i++)
+        start(&e, &k[i], &req);
+    RUN_UNTIL(&e, srv2(&g_h2->requests) - reqs0 >= N, 10000);
+    assert_int_equal(srv2(&g_h2->requests) - reqs0, N);
+    run_for(&e, 50);
+    size_t peak = mallinfo2().uordblks;
+    http_stats_t st;
+    http_client_stats(e.client, &st);
+    assert_int_equal(st.in_flight, N);
+    double per = ((double)peak - (double)base) / N;
+    RUN_UNTIL(&e, count_done(k, N) == N, 15000);
+    for (int i = 0; i < N; i++) {
+        if (k[i].code != HTTP_OK)
+            printf("stream %d: %s: %s\n", i, http_code_name(k[i].code), k[i].error);
+        assert_int_equal(k[i].code, HTTP_OK);
+        call_free(&k[i]);
+    }
+    free(k);
+
+    call_t *b = calloc(BATCH, sizeof *b);
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    int64_t t0 = base_mono_ms();
+    for (int done = 0; done < M; done += BATCH) {
+        memset(b, 0, BATCH * sizeof *b);
+        for (int i = 0; i < BATCH; i++)
+            start(&e, &b[i], &rj);
+        RUN_UNTIL(&e, count_done(b, BATCH) == BATCH, 10000);
+        for (int i = 0; i < BATCH; i++) {
+            if (b[i].code != HTTP_OK)
+                printf("batch %d #%d: %s: %s\n", done, i, http_code_name(b[i].code), b[i].error);
+            assert_int_equal(b[i].code, HTTP_OK);
+            call_free(&b[i]);
+        }
+    }
+    getrusage(RUSAGE_SELF, &r1);
+    double us =
+        (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e6 +
+        (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+    http_client_stats(e.client, &st);
+    if (peak > 0) /* mallinfo2 reports nothing under ASan */
+        printf("http2 memory: %d streams in flight on %zu connections: %.0f B heap per stream; "
+               "cpu: %.1f us (user+sys) per request, %d requests in %lld ms\n",
+               N, st.h2_connections, per, us / M, M, (long long)(base_mono_ms() - t0));
+    assert_true(peak == 0 || per < 1536);
+    assert_true(st.h2_connections <= 2);
+    free(b);
+    call_free(&warm);
+    env_close(&e);
+}
+
+static int all_setup(void **state) { return group_setup(state) < 0 ? -1 : h2_server_start(); }
+
+static int all_teardown(void **state)
+{
+    h2_server_stop();
+    return group_teardown(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1311,6 +2358,17 @@ int main(void)
         cmocka_unit_test(close_with_transfers_in_flight),
         cmocka_unit_test(close_from_inside_on_data),
         cmocka_unit_test(memory_per_transfer),
+        cmocka_unit_test(h2_get_and_post_round_trip),
+        cmocka_unit_test(h2_concurrent_streams_share_one_connection),
+        cmocka_unit_test(h2_cancel_resets_the_stream_and_keeps_the_connection),
+        cmocka_unit_test(h2_timeouts_reset_the_stream_only),
+        cmocka_unit_test(h2_connection_errors),
+        cmocka_unit_test(h2_limits_and_abort),
+        cmocka_unit_test(h2_cancel_and_close_from_inside_callbacks),
+        cmocka_unit_test(h2_streamed_chunks_arrive_in_order),
+        cmocka_unit_test(h2_tls_alpn),
+        cmocka_unit_test(h2_queue_beyond_the_connection_cap_and_idle_close),
+        cmocka_unit_test(h2_memory_and_cpu_per_stream),
     };
-    return cmocka_run_group_tests_name("http", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("http", tests, all_setup, all_teardown);
 }
