@@ -1,6 +1,6 @@
 /* dev — the embedded development stack behind `parley dev`: a Kafka-protocol broker (librdkafka's
  * mock cluster) and mock LLM providers that speak the real OpenAI Chat Completions and Anthropic
- * Messages wire formats over HTTP/1.1 on a libuv loop, with knobs for latency, failures and
+ * Messages wire formats over HTTP/1.1 and HTTP/2 (h2c) on a libuv loop, with knobs for latency, failures and
  * stream faults, counters that tests read, and an HTTP control to inject broker faults.
  * It owns: the mock cluster and its dummy rd_kafka_t, the broker fault control's HTTP daemon, the
  * mock providers' listeners, connections, timers and counters, and the stack runner (ready file
@@ -18,7 +18,9 @@
  * array of blocks counts its "text" blocks joined. Newlines in SYS and PREV become spaces.
  * With pad_bytes=N, " pad pad pad..." (N more bytes) follows.
  * Requests: HTTP/1.1 with keep-alive, at most 64 headers in 16 KiB, a Content-Length body of at most
- * 8 MiB (chunked request bodies get 501), Expect: 100-continue honoured.
+ * 8 MiB (chunked request bodies get 501), Expect: 100-continue honoured; or HTTP/2 with prior
+ * knowledge (a connection that starts with the h2 preface, mock_h2.c): the same bounds (431 / 413),
+ * many streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS = h2_max_streams).
  * Tokens are the words of the answer, each with its trailing space; a stream sends one token per
  * content chunk, usage reports completion tokens = words sent and prompt tokens = (bytes of all
  * message contents + 3) / 4, at least 1.
@@ -29,7 +31,9 @@
  *                               responses{"200":n,..}, in_flight{now,peak}, client_disconnects (the
  *                               client left before the answer ended), cut_streams, bytes_out,
  *                               connections{open,total}, first_request_ms, last_request_ms (wall
- *                               clock of API calls), peak_rps (most API calls in one wall second), knobs
+ *                               clock of API calls), peak_rps (most API calls in one wall second),
+ *                               h2_connections_total, h2_streams_total (a stream the client resets
+ *                               before its answer ended counts in client_disconnects), knobs
  *   POST /stats/reset           zero the counters (in_flight.now stays)
  *   GET  /control               the knobs, JSON
  *   POST /control               JSON object {"knob": value, ...}: change knobs at run time
@@ -41,16 +45,18 @@
  *   fail_rate [0], fail_status [500]   that fraction of requests fails with this status
  *   fail_next [0]      the next N requests fail with fail_status (then counts down)
  *   retry_after_s [1]  Retry-After on 429/503/529 (0 = no header)
- *   cut_after [-1]     close the connection after K stream tokens (no [DONE] / message_stop),
- *                      or, for JSON answers, after K body bytes; -1 = off
+ *   cut_after [-1]     close the connection (HTTP/2: reset the stream, INTERNAL_ERROR) after K stream
+ *                      tokens (no [DONE] / message_stop), or, for JSON answers, after K body bytes;
+ *                      -1 = off
  *   error_after [-1]   send a mid-stream error event after K tokens, then end the stream
- *   drip_ms [0]        send the whole response one byte every N ms
+ *   drip_ms [0]        send the whole response (HTTP/2: the body) one byte every N ms
  *   not_json [0]       200 with a body that is not JSON
  *   pad_bytes [0]      make the answer N bytes longer
  *   comments [1]       SSE comment lines (": keep-alive") before the first event and every 4 tokens
  *   crlf [0]           SSE lines end with CRLF
  *   ping [1]           Anthropic ping events
  *   thinking [0]       Anthropic thinking block (thinking_delta, signature_delta) before the text
+ *   h2_max_streams [128]  streams an HTTP/2 connection may carry at once (read when it opens)
  *   seed [1]           seeds the per-provider random source (tail and failure draws); setting it
  *                      restarts the sequence, so runs are repeatable
  * A failing request waits its latency too, then answers the provider's real error body

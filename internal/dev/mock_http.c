@@ -1,8 +1,11 @@
-/* mock_http.c — the mock providers' HTTP/1.1 server on libuv: accept, a bounded request parser
- * (request line, <= 64 headers in <= 16 KiB, Content-Length body <= 8 MiB, keep-alive,
- * Expect: 100-continue), routing, and the timed response: wait the latency, then send the answer
- * whole, token by token with gaps, or one byte at a time. Each connection is a small struct with
- * one timer; reads go through one shared buffer, so an idle waiting call holds only its answer. */
+/* mock_http.c — the mock providers' call logic and their HTTP/1.1 server on libuv. The call logic
+ * serves one request on a mock_stream_t (routing, admin endpoints, the timed answer: wait the
+ * latency, then send it whole, token by token with gaps, or one byte at a time) and speaks only to
+ * the stream's sink, so HTTP/1.1 and HTTP/2 (mock_h2.c) share it. The HTTP/1.1 side: accept, a
+ * bounded request parser (request line, <= 64 headers in <= 16 KiB, Content-Length body <= 8 MiB,
+ * keep-alive, Expect: 100-continue) and a sink that renders heads and chunked bodies. A connection
+ * whose first bytes are the HTTP/2 client preface is handed to mock_h2.c. Reads go through one
+ * shared buffer, so an idle waiting call holds only its answer. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,38 +14,27 @@
 #include "log/log.h"
 #include "mock.h"
 
-typedef enum { ST_READ = 0, ST_WAIT, ST_SEND, ST_DRIP, ST_FLUSH } conn_state_t;
-
-typedef struct mock_conn {
+struct mock_conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;
     dev_mock_t *m;
     struct mock_conn *prev, *next;
+    mock_stream_t s; /* the call being served: one at a time on HTTP/1.1; its timer is the conn's */
+    mock_h2_t *h2;   /* set once the client preface was seen */
     buf_t in;        /* request bytes not yet consumed */
     size_t need;     /* head + body bytes of the parsed head; 0 = head not parsed yet */
     size_t head_len; /* bytes of the head including the blank line */
-    buf_t drip;      /* drip mode: the whole response, sent a byte per tick */
-    size_t drip_off;
-    mock_call_t call;
-    char id[48];
-    size_t tok_off;    /* offset in call.text of the next token */
-    int64_t toks_sent; /* content tokens sent */
-    int status;
-    int handles; /* open uv handles; freed at 0 */
+    buf_t out;       /* response bytes queued by the sink, not yet written */
+    size_t out_off;  /* bytes at the front of out already written (drip) */
+    int handles;     /* open uv handles; freed at 0 */
     int pending_writes;
-    conn_state_t state;
-    mock_endpoint_t ep;
-    bool keep_alive, closing, in_flight, final_queued, cut, started, sent_continue, api;
-} mock_conn_t;
+    bool keep_alive, closing, busy, final, chunked, sent_continue, sniffed;
+};
 
 typedef struct {
     uv_write_t req;
     mock_conn_t *c;
     char *data;
 } mock_wreq_t;
-
-static void conn_process(mock_conn_t *c);
-static void conn_close(mock_conn_t *c);
 
 static void mock_maybe_free(dev_mock_t *m)
 {
@@ -52,37 +44,369 @@ static void mock_maybe_free(dev_mock_t *m)
     }
 }
 
-static void conn_handle_closed(uv_handle_t *h)
+void mock_handle_released(dev_mock_t *m)
 {
-    mock_conn_t *c = h->data;
-    if (--c->handles > 0)
-        return;
-    dev_mock_t *m = c->m;
-    buf_free(&c->in);
-    buf_free(&c->drip);
-    mock_call_clear(&c->call);
-    free(c);
     m->open_handles--;
     mock_maybe_free(m);
 }
 
-/* Ends the API call the connection was serving (counters), if any. */
-static void conn_end_call(mock_conn_t *c)
+/* ---- the call logic: one request on a stream, answered through the stream's sink ---- */
+
+static void on_timer(uv_timer_t *t);
+
+/* Queues the response head for status; body_len < 0 when the body is streamed. */
+static int stream_head(mock_stream_t *s, int status, const char *ctype, long long body_len)
 {
-    if (c->in_flight) {
-        c->in_flight = false;
-        c->m->stats.in_flight--;
-    }
-    mock_call_clear(&c->call);
-    buf_free(&c->drip);
+    dev_mock_t *m = s->m;
+    bool retry = status == 429 || status == 503 || status == 529;
+    mock_head_t h = {
+        .status = status,
+        .ctype = ctype,
+        .body_len = body_len,
+        .retry_after_s = retry ? (long long)m->knobs.retry_after_s : 0,
+        .id_name = m->type == DEV_MOCK_OPENAI ? "x-request-id" : "request-id",
+        .id = s->id,
+    };
+    return s->sink->head(s, &h);
 }
 
-static void conn_close(mock_conn_t *c)
+/* Queues a whole response and sends it now. */
+static void stream_respond(mock_stream_t *s, int status, const char *ctype, const char *body, size_t len)
+{
+    if (s->api)
+        mock_stats_status(s->m, status);
+    if (stream_head(s, status, ctype, (long long)len) < 0 || s->sink->write(s, body, len) < 0 ||
+        s->sink->end(s) < 0) {
+        s->sink->reset(s);
+        return;
+    }
+    s->sink->flush(s, SIZE_MAX);
+}
+
+void mock_stream_error(mock_stream_t *s, int status, const char *message)
+{
+    buf_t body;
+    buf_init(&body, 0);
+    if (mock_error_body(s->m->type, status, message, &body) < 0)
+        s->sink->reset(s);
+    else
+        stream_respond(s, status, "application/json", body.data, body.len);
+    buf_free(&body);
+}
+
+void mock_stream_finish(mock_stream_t *s, bool lost)
+{
+    mock_stats_t *st = &s->m->stats;
+    if (s->in_flight) {
+        st->in_flight--;
+        if (lost)
+            st->disconnects++;
+    }
+    if (s->cut && !lost)
+        st->cut++;
+    uv_timer_stop(&s->timer);
+    mock_call_clear(&s->call);
+    s->id[0] = '\0';
+    s->tok_off = 0;
+    s->toks_sent = 0;
+    s->status = 0;
+    s->api = s->in_flight = s->started = s->cut = s->dripping = false;
+}
+
+/* Queues the next piece of the answer. Sets *last on the final piece (then the body is ended or cut)
+ * and *token when the piece carried a content token. 1 when an error answer went out whole, 0, or
+ * -1 out of memory. */
+static int next_piece(mock_stream_t *s, bool *last, bool *token)
+{
+    dev_mock_t *m = s->m;
+    const mock_knobs_t *k = &m->knobs;
+    buf_t ev;
+    int rc = 0;
+    buf_init(&ev, 0);
+    *last = *token = false;
+    if (!s->started && s->status != 200) {
+        s->started = *last = true;
+        mock_stream_error(s, s->status,
+                          s->status == 429 ? "Rate limit reached for requests" : "Mock failure");
+        return 1;
+    }
+    if (!s->started && (!s->call.stream || k->not_json)) {
+        s->started = *last = true;
+        mock_stats_status(m, 200);
+        if (k->not_json)
+            rc = buf_append_str(&ev, "<html><body><h1>502 Bad Gateway</h1></body></html>\n");
+        else
+            rc = mock_answer_json(m, &s->call, s->id, &ev);
+        rc = rc ? rc : stream_head(s, 200, "application/json", (long long)ev.len);
+        if (k->cut_after >= 0 && (size_t)k->cut_after < ev.len) {
+            ev.len = (size_t)k->cut_after;
+            s->cut = true;
+        }
+        goto out;
+    }
+    if (!s->started) {
+        s->started = true;
+        mock_stats_status(m, 200);
+        rc = stream_head(s, 200, "text/event-stream; charset=utf-8", -1);
+        rc = rc ? rc : mock_sse_comment(m, &ev);
+        rc = rc ? rc : mock_sse_start(m, &s->call, s->id, &ev);
+        goto out;
+    }
+    if (k->cut_after >= 0 && s->toks_sent >= k->cut_after) {
+        *last = s->cut = true;
+        goto out;
+    }
+    if (k->error_after >= 0 && s->toks_sent >= k->error_after) {
+        *last = true;
+        rc = mock_sse_error(m, &ev);
+        goto out;
+    }
+    const char *text = s->call.text;
+    size_t len = s->call.text_len, start = s->tok_off;
+    if (start >= len) {
+        *last = true;
+        rc = mock_sse_end(m, &s->call, s->id, s->toks_sent, &ev);
+        goto out;
+    }
+    size_t end = start;
+    while (end < len && text[end] == ' ')
+        end++;
+    while (end < len && text[end] != ' ')
+        end++;
+    while (end < len && text[end] == ' ')
+        end++;
+    s->tok_off = end;
+    s->toks_sent++;
+    *token = true;
+    if (s->toks_sent % 4 == 0) {
+        rc = mock_sse_comment(m, &ev);
+        rc = rc ? rc : mock_sse_ping(m, &ev);
+    }
+    rc = rc ? rc : mock_sse_token(m, &s->call, s->id, text + start, end - start, &ev);
+out:
+    rc = rc ? rc : s->sink->write(s, ev.data, ev.len);
+    if (rc == 0 && *last && s->cut)
+        s->sink->cut(s);
+    else if (rc == 0 && *last)
+        rc = s->sink->end(s);
+    buf_free(&ev);
+    return rc;
+}
+
+/* Drip mode: releases one more byte of the queued response; the next one after drip_ms. */
+static void stream_drip(mock_stream_t *s)
+{
+    uint64_t gap = (uint64_t)s->m->knobs.drip_ms;
+    if (s->sink->flush(s, 1) > 0)
+        uv_timer_start(&s->timer, on_timer, gap, 0);
+}
+
+/* Queues pieces until a token gap is due or the answer is complete, then sends them (or starts the
+ * drip of the whole answer). */
+static void stream_pump(mock_stream_t *s)
+{
+    const mock_knobs_t *k = &s->m->knobs;
+    bool last = false, token = false, drip = k->drip_ms > 0;
+    while (!last && !(token && !drip && k->token_ms > 0)) {
+        int rc = next_piece(s, &last, &token);
+        if (rc < 0) {
+            s->sink->reset(s);
+            return;
+        }
+        if (rc == 1)
+            return;
+    }
+    if (drip) {
+        s->dripping = true;
+        stream_drip(s);
+        return;
+    }
+    if (!last)
+        uv_timer_start(&s->timer, on_timer, (uint64_t)k->token_ms, 0);
+    s->sink->flush(s, SIZE_MAX);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    mock_stream_t *s = t->data;
+    if (s->dripping)
+        stream_drip(s);
+    else
+        stream_pump(s);
+}
+
+/* Starts an API call: parse, draw tail and failure, wait. */
+static void start_call(mock_stream_t *s, const char *body, size_t len)
+{
+    dev_mock_t *m = s->m;
+    mock_stats_t *st = &m->stats;
+    int64_t now = base_wall_ms();
+    st->requests++;
+    if (!st->first_request_ms)
+        st->first_request_ms = now;
+    st->last_request_ms = now;
+    if (now / 1000 != st->rps_second) {
+        st->rps_second = now / 1000;
+        st->rps_count = 0;
+    }
+    if (++st->rps_count > st->rps_peak)
+        st->rps_peak = st->rps_count;
+    s->api = true;
+    snprintf(s->id, sizeof s->id, "%s%016llx", m->type == DEV_MOCK_OPENAI ? "chatcmpl-mock" : "msg_mock",
+             (unsigned long long)++m->next_id);
+    char err[256];
+    int status = mock_call_parse(m, body, len, &s->call, err, sizeof err);
+    if (status) {
+        mock_stream_error(s, status, err);
+        return;
+    }
+    double r_tail = mock_rand(m), r_fail = mock_rand(m);
+    bool failing = r_fail < m->knobs.fail_rate;
+    if (m->knobs.fail_next > 0) {
+        m->knobs.fail_next--;
+        failing = true;
+    }
+    s->status = failing ? (int)m->knobs.fail_status : 200;
+    if (s->call.stream && !failing)
+        st->streamed++;
+    s->in_flight = true;
+    if (++st->in_flight > st->in_flight_peak)
+        st->in_flight_peak = st->in_flight;
+    int64_t delay = r_tail < m->knobs.tail_prob ? m->knobs.tail_ms : m->knobs.latency_ms;
+    uv_timer_start(&s->timer, on_timer, (uint64_t)delay, 0);
+}
+
+/* Serves the admin endpoints at once. */
+static void admin(mock_stream_t *s, mock_endpoint_t ep, const char *body, size_t len)
+{
+    dev_mock_t *m = s->m;
+    buf_t out;
+    buf_init(&out, 0);
+    char err[256];
+    int rc = 0;
+    if (ep == EP_STATS_RESET) {
+        mock_stats_reset(m);
+        rc = buf_append_str(&out, "{\"ok\":true}");
+    } else if (ep == EP_CONTROL && len > 0 && mock_knobs_set_json(m, body, len, err, sizeof err) < 0) {
+        buf_free(&out);
+        mock_stream_error(s, 400, err);
+        return;
+    } else {
+        rc = ep == EP_STATS ? mock_stats_json(m, &out) : mock_knobs_json(m, &out);
+    }
+    if (rc < 0)
+        s->sink->reset(s);
+    else
+        stream_respond(s, 200, "application/json", out.data, out.len);
+    buf_free(&out);
+}
+
+void mock_stream_request(mock_stream_t *s, const char *method, size_t mlen, const char *path, size_t plen,
+                         const char *body, size_t blen)
+{
+    static const struct {
+        const char *path, *method;
+        mock_endpoint_t ep;
+    } routes[] = {
+        {"/v1/chat/completions", "POST", EP_CHAT},
+        {"/v1/messages", "POST", EP_MESSAGES},
+        {"/stats", "GET", EP_STATS},
+        {"/stats/reset", "POST", EP_STATS_RESET},
+        {"/control", "GET", EP_CONTROL},
+        {"/control", "POST", EP_CONTROL},
+    };
+    const char *q = memchr(path, '?', plen);
+    if (q)
+        plen = (size_t)(q - path);
+    dev_mock_t *m = s->m;
+    bool path_known = false;
+    for (size_t i = 0; i < BASE_ARRAY_LEN(routes); i++) {
+        mock_endpoint_t ep = routes[i].ep;
+        if (strlen(routes[i].path) != plen || memcmp(routes[i].path, path, plen) != 0)
+            continue;
+        if ((ep == EP_CHAT && m->type != DEV_MOCK_OPENAI) ||
+            (ep == EP_MESSAGES && m->type != DEV_MOCK_ANTHROPIC))
+            continue;
+        path_known = true;
+        if (strlen(routes[i].method) != mlen || memcmp(routes[i].method, method, mlen) != 0)
+            continue;
+        m->stats.by_endpoint[ep]++;
+        if (ep == EP_CHAT || ep == EP_MESSAGES)
+            start_call(s, body, blen);
+        else
+            admin(s, ep, body, blen);
+        return;
+    }
+    m->stats.by_endpoint[EP_OTHER]++;
+    mock_stream_error(s, path_known ? 405 : 404, path_known ? "Method not allowed" : "Unknown request URL");
+}
+
+/* Case-insensitive header name test. */
+static bool hname(const char *line, size_t n, const char *name)
+{
+    size_t k = strlen(name);
+    return n == k && strncasecmp(line, name, k) == 0;
+}
+
+/* Keeps a trace header's value for /stats when it is plain visible ASCII without quotes or backslashes
+ * (so it can be written into JSON as is) and fits; else keeps "". */
+static void keep_trace_header(char *out, const char *val, size_t vlen)
+{
+    out[0] = '\0';
+    if (vlen >= MOCK_MAX_TRACE_BYTES)
+        return;
+    for (size_t i = 0; i < vlen; i++)
+        if (val[i] < 0x20 || val[i] > 0x7e || val[i] == '"' || val[i] == '\\')
+            return;
+    memcpy(out, val, vlen);
+    out[vlen] = '\0';
+}
+
+void mock_note_header(dev_mock_t *m, const char *name, size_t nlen, const char *val, size_t vlen)
+{
+    if (hname(name, nlen, "traceparent")) {
+        keep_trace_header(m->stats.last_traceparent, val, vlen);
+        m->stats.traceparents++;
+    } else if (hname(name, nlen, "tracestate")) {
+        keep_trace_header(m->stats.last_tracestate, val, vlen);
+    }
+}
+
+/* ---- HTTP/1.1 connections ---- */
+
+static void conn_process(mock_conn_t *c);
+
+static mock_conn_t *conn_of(mock_stream_t *s)
+{
+    return (mock_conn_t *)(void *)((char *)s - offsetof(mock_conn_t, s));
+}
+
+/* One of the connection's two handles closed; frees it after the second. */
+static void conn_release(mock_conn_t *c)
+{
+    if (--c->handles > 0)
+        return;
+    dev_mock_t *m = c->m;
+    if (c->h2)
+        mock_h2_free(c->h2);
+    buf_free(&c->in);
+    buf_free(&c->out);
+    mock_call_clear(&c->s.call);
+    free(c);
+    mock_handle_released(m);
+}
+
+static void tcp_closed(uv_handle_t *h) { conn_release(h->data); }
+static void timer_closed(uv_handle_t *h) { conn_release(conn_of(h->data)); }
+
+void mock_conn_close(mock_conn_t *c)
 {
     if (c->closing)
         return;
     c->closing = true;
-    conn_end_call(c);
+    if (c->h2)
+        mock_h2_end(c->h2, false);
+    mock_stream_finish(&c->s, false);
     dev_mock_t *m = c->m;
     m->stats.connections_open--;
     if (c->prev)
@@ -91,38 +415,39 @@ static void conn_close(mock_conn_t *c)
         m->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->s.timer, timer_closed);
+    uv_close((uv_handle_t *)&c->tcp, tcp_closed);
 }
 
-/* The connection's peer went away while it was being served. */
+/* The connection's peer went away: the calls it carried count as disconnects. */
 static void conn_lost(mock_conn_t *c)
 {
-    if (c->in_flight)
-        c->m->stats.disconnects++;
-    conn_close(c);
+    if (c->closing)
+        return;
+    if (c->h2)
+        mock_h2_end(c->h2, true);
+    mock_stream_finish(&c->s, true);
+    mock_conn_close(c);
 }
 
-/* Called when every byte of the response has been written. */
+/* Called when every byte of the HTTP/1.1 response has been written. */
 static void conn_response_done(mock_conn_t *c)
 {
-    if (c->cut) {
-        c->m->stats.cut++;
-        conn_close(c);
+    bool cut = c->s.cut;
+    mock_stream_finish(&c->s, false);
+    c->busy = c->final = c->chunked = c->sent_continue = false;
+    if (cut || !c->keep_alive) {
+        mock_conn_close(c);
         return;
     }
-    conn_end_call(c);
-    if (!c->keep_alive) {
-        conn_close(c);
-        return;
-    }
-    c->state = ST_READ;
-    c->final_queued = c->started = c->sent_continue = c->api = c->cut = false;
-    c->tok_off = 0;
-    c->toks_sent = 0;
-    c->id[0] = '\0';
-    c->drip_off = 0;
     conn_process(c);
+}
+
+/* Ends the response when it was ended or cut and nothing of it is left to write. */
+static void conn_maybe_done(mock_conn_t *c)
+{
+    if (c->final && c->pending_writes == 0 && c->out_off == c->out.len)
+        conn_response_done(c);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -134,23 +459,24 @@ static void on_write(uv_write_t *req, int status)
     c->pending_writes--;
     if (c->closing)
         return;
-    if (status < 0) {
+    if (status < 0)
         conn_lost(c);
-        return;
-    }
-    if (c->final_queued && c->pending_writes == 0)
-        conn_response_done(c);
+    else if (c->h2)
+        mock_h2_written(c->h2);
+    else
+        conn_maybe_done(c);
 }
 
-/* Queues b's bytes (taking them; b is left empty). 0, or -1 after closing the connection. */
-static int conn_write(mock_conn_t *c, buf_t *b)
+int mock_conn_write(mock_conn_t *c, buf_t *b)
 {
-    if (b->len == 0)
+    if (b->len == 0) {
+        buf_free(b);
         return 0;
+    }
     mock_wreq_t *w = base_malloc(sizeof *w);
     if (!w) {
         buf_free(b);
-        conn_close(c);
+        conn_lost(c);
         return -1;
     }
     size_t n;
@@ -210,352 +536,82 @@ static const char *reason(int status)
     }
 }
 
-/* Appends a response head; body_len < 0 means chunked. */
-static int head(mock_conn_t *c, buf_t *out, int status, const char *ctype, long long body_len)
+/* ---- the HTTP/1.1 sink: heads as text, streamed bodies chunked, cut = close the connection ---- */
+
+static int h1_head(mock_stream_t *s, const mock_head_t *h)
 {
-    dev_mock_t *m = c->m;
-    int rc = buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status, reason(status), ctype);
-    if (rc == 0 && c->id[0])
-        rc = buf_printf(out, "%s: %s\r\n", m->type == DEV_MOCK_OPENAI ? "x-request-id" : "request-id", c->id);
-    if (rc == 0 && body_len >= 0)
-        rc = buf_printf(out, "Content-Length: %lld\r\n", body_len);
+    mock_conn_t *c = conn_of(s);
+    buf_t *out = &c->out;
+    c->chunked = h->body_len < 0;
+    int rc =
+        buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", h->status, reason(h->status), h->ctype);
+    if (rc == 0 && h->id[0])
+        rc = buf_printf(out, "%s: %s\r\n", h->id_name, h->id);
+    if (rc == 0 && !c->chunked)
+        rc = buf_printf(out, "Content-Length: %lld\r\n", h->body_len);
     else if (rc == 0)
         rc = buf_append_str(out, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n");
-    if (rc == 0 && (status == 429 || status == 503 || status == 529) && m->knobs.retry_after_s > 0)
-        rc = buf_printf(out, "Retry-After: %lld\r\n", (long long)m->knobs.retry_after_s);
+    if (rc == 0 && h->retry_after_s > 0)
+        rc = buf_printf(out, "Retry-After: %lld\r\n", h->retry_after_s);
     if (rc == 0 && !c->keep_alive)
         rc = buf_append_str(out, "Connection: close\r\n");
     return rc ? rc : buf_append_str(out, "\r\n");
 }
 
-/* Sends a whole response now and marks it final. */
-static void respond(mock_conn_t *c, int status, const char *ctype, const char *body, size_t len)
+static int h1_write(mock_stream_t *s, const char *data, size_t n)
 {
-    buf_t out;
-    buf_init(&out, 0);
-    if (c->api)
-        mock_stats_status(c->m, status);
-    if (head(c, &out, status, ctype, (long long)len) < 0 || buf_append(&out, body, len) < 0) {
-        buf_free(&out);
-        conn_close(c);
-        return;
-    }
-    c->state = ST_FLUSH;
-    c->final_queued = true;
-    if (conn_write(c, &out) == 0 && c->pending_writes == 0)
-        conn_response_done(c);
-}
-
-/* Responds with the provider's error body for status; the connection closes after when fatal. */
-static void respond_error(mock_conn_t *c, int status, const char *message, bool fatal)
-{
-    buf_t body;
-    buf_init(&body, 0);
-    if (fatal)
-        c->keep_alive = false;
-    if (mock_error_body(c->m->type, status, message, &body) < 0) {
-        buf_free(&body);
-        conn_close(c);
-        return;
-    }
-    respond(c, status, "application/json", body.data, body.len);
-    buf_free(&body);
-}
-
-/* Wraps data as one HTTP chunk appended to out. */
-static int chunk(buf_t *out, const buf_t *data)
-{
-    if (data->len == 0)
+    mock_conn_t *c = conn_of(s);
+    if (n == 0)
         return 0;
-    int rc = buf_printf(out, "%zx\r\n", data->len);
-    rc = rc ? rc : buf_append(out, data->data, data->len);
-    return rc ? rc : buf_append_str(out, "\r\n");
+    if (!c->chunked)
+        return buf_append(&c->out, data, n);
+    int rc = buf_printf(&c->out, "%zx\r\n", n);
+    rc = rc ? rc : buf_append(&c->out, data, n);
+    return rc ? rc : buf_append_str(&c->out, "\r\n");
 }
 
-/* Appends the next piece of the answer to out. Sets *last on the final piece, *cut when the
- * connection must close after it, *token when the piece carried a content token. */
-static int next_piece(mock_conn_t *c, buf_t *out, bool *last, bool *cut, bool *token)
+static int h1_end(mock_stream_t *s)
 {
-    dev_mock_t *m = c->m;
-    const mock_knobs_t *k = &m->knobs;
-    buf_t ev;
-    int rc = 0;
-    buf_init(&ev, 0);
-    *last = *cut = *token = false;
-    if (!c->started && c->status != 200) {
-        c->started = *last = true;
-        respond_error(c, c->status, c->status == 429 ? "Rate limit reached for requests" : "Mock failure",
-                      false);
-        return 1;
-    }
-    if (!c->started && (!c->call.stream || k->not_json)) {
-        c->started = *last = true;
-        mock_stats_status(m, 200);
-        if (k->not_json)
-            rc = buf_append_str(&ev, "<html><body><h1>502 Bad Gateway</h1></body></html>\n");
-        else
-            rc = mock_answer_json(m, &c->call, c->id, &ev);
-        rc = rc ? rc : head(c, out, 200, "application/json", (long long)ev.len);
-        size_t n = ev.len;
-        if (k->cut_after >= 0 && (size_t)k->cut_after < n)
-            n = (size_t)k->cut_after, *cut = true;
-        rc = rc ? rc : buf_append(out, ev.data, n);
-        goto out;
-    }
-    if (!c->started) {
-        c->started = true;
-        mock_stats_status(m, 200);
-        rc = head(c, out, 200, "text/event-stream; charset=utf-8", -1);
-        rc = rc ? rc : mock_sse_comment(m, &ev);
-        rc = rc ? rc : mock_sse_start(m, &c->call, c->id, &ev);
-        rc = rc ? rc : chunk(out, &ev);
-        goto out;
-    }
-    if (k->cut_after >= 0 && c->toks_sent >= k->cut_after) {
-        *last = *cut = true;
-        goto out;
-    }
-    if (k->error_after >= 0 && c->toks_sent >= k->error_after) {
-        *last = true;
-        rc = mock_sse_error(m, &ev);
-        rc = rc ? rc : chunk(out, &ev);
-        rc = rc ? rc : buf_append_str(out, "0\r\n\r\n");
-        goto out;
-    }
-    const char *text = c->call.text;
-    size_t len = c->call.text_len, start = c->tok_off;
-    if (start >= len) {
-        *last = true;
-        rc = mock_sse_end(m, &c->call, c->id, c->toks_sent, &ev);
-        rc = rc ? rc : chunk(out, &ev);
-        rc = rc ? rc : buf_append_str(out, "0\r\n\r\n");
-        goto out;
-    }
-    size_t end = start;
-    while (end < len && text[end] == ' ')
-        end++;
-    while (end < len && text[end] != ' ')
-        end++;
-    while (end < len && text[end] == ' ')
-        end++;
-    c->tok_off = end;
-    c->toks_sent++;
-    *token = true;
-    if (c->toks_sent % 4 == 0) {
-        rc = mock_sse_comment(m, &ev);
-        rc = rc ? rc : mock_sse_ping(m, &ev);
-    }
-    rc = rc ? rc : mock_sse_token(m, &c->call, c->id, text + start, end - start, &ev);
-    rc = rc ? rc : chunk(out, &ev);
-out:
-    buf_free(&ev);
-    return rc;
+    mock_conn_t *c = conn_of(s);
+    c->final = true;
+    return c->chunked ? buf_append_str(&c->out, "0\r\n\r\n") : 0;
 }
 
-static void on_timer(uv_timer_t *t);
+static void h1_cut(mock_stream_t *s) { conn_of(s)->final = true; }
 
-/* Sends pieces until a token gap is due or the answer is complete. */
-static void conn_pump(mock_conn_t *c)
+static int64_t h1_flush(mock_stream_t *s, size_t max)
 {
-    buf_t out;
-    buf_init(&out, 0);
-    bool last = false, cut = false, token = false, drip = c->m->knobs.drip_ms > 0;
-    for (;;) {
-        int rc = next_piece(c, &out, &last, &cut, &token);
-        if (rc < 0) {
-            buf_free(&out);
-            conn_close(c);
-            return;
-        }
-        if (rc == 1) { /* an error response went out whole */
-            buf_free(&out);
-            return;
-        }
-        if (last || (token && !drip && c->m->knobs.token_ms > 0))
-            break;
-    }
-    c->cut = cut;
-    if (drip) {
-        c->drip = out;
-        c->drip_off = 0;
-        c->state = ST_DRIP;
-        uv_timer_start(&c->timer, on_timer, 0, (uint64_t)c->m->knobs.drip_ms);
-        return;
-    }
-    if (conn_write(c, &out) < 0)
-        return;
-    if (!last) {
-        c->state = ST_SEND;
-        uv_timer_start(&c->timer, on_timer, (uint64_t)c->m->knobs.token_ms, 0);
-        return;
-    }
-    c->state = ST_FLUSH;
-    c->final_queued = true;
-    if (c->pending_writes == 0)
-        conn_response_done(c);
-}
-
-/* Drip mode: one byte per tick. */
-static void conn_drip(mock_conn_t *c)
-{
-    if (c->drip_off >= c->drip.len) {
-        uv_timer_stop(&c->timer);
-        buf_free(&c->drip);
-        c->state = ST_FLUSH;
-        c->final_queued = true;
-        if (c->pending_writes == 0)
-            conn_response_done(c);
-        return;
-    }
-    buf_t one;
-    buf_init(&one, 0);
-    if (buf_append(&one, c->drip.data + c->drip_off++, 1) < 0) {
-        conn_close(c);
-        return;
-    }
-    conn_write(c, &one);
-}
-
-static void on_timer(uv_timer_t *t)
-{
-    mock_conn_t *c = t->data;
-    if (c->state == ST_DRIP)
-        conn_drip(c);
-    else
-        conn_pump(c);
-}
-
-/* Starts an API call: parse, draw tail and failure, wait. */
-static void start_call(mock_conn_t *c, const char *body, size_t len)
-{
-    dev_mock_t *m = c->m;
-    mock_stats_t *s = &m->stats;
-    int64_t now = base_wall_ms();
-    s->requests++;
-    if (!s->first_request_ms)
-        s->first_request_ms = now;
-    s->last_request_ms = now;
-    if (now / 1000 != s->rps_second) {
-        s->rps_second = now / 1000;
-        s->rps_count = 0;
-    }
-    if (++s->rps_count > s->rps_peak)
-        s->rps_peak = s->rps_count;
-    c->api = true;
-    snprintf(c->id, sizeof c->id, "%s%016llx", m->type == DEV_MOCK_OPENAI ? "chatcmpl-mock" : "msg_mock",
-             (unsigned long long)++m->next_id);
-    char err[256];
-    int st = mock_call_parse(m, body, len, &c->call, err, sizeof err);
-    if (st) {
-        respond_error(c, st, err, false);
-        return;
-    }
-    double r_tail = mock_rand(m), r_fail = mock_rand(m);
-    bool failing = r_fail < m->knobs.fail_rate;
-    if (m->knobs.fail_next > 0) {
-        m->knobs.fail_next--;
-        failing = true;
-    }
-    c->status = failing ? (int)m->knobs.fail_status : 200;
-    if (c->call.stream && !failing)
-        s->streamed++;
-    c->in_flight = true;
-    if (++s->in_flight > s->in_flight_peak)
-        s->in_flight_peak = s->in_flight;
-    int64_t delay = r_tail < m->knobs.tail_prob ? m->knobs.tail_ms : m->knobs.latency_ms;
-    c->state = ST_WAIT;
-    uv_timer_start(&c->timer, on_timer, (uint64_t)delay, 0);
-}
-
-/* Serves the admin endpoints at once. */
-static void admin(mock_conn_t *c, mock_endpoint_t ep, const char *body, size_t len)
-{
-    dev_mock_t *m = c->m;
-    buf_t out;
-    buf_init(&out, 0);
-    char err[256];
-    int rc = 0;
-    if (ep == EP_STATS_RESET) {
-        mock_stats_reset(m);
-        rc = buf_append_str(&out, "{\"ok\":true}");
-    } else if (ep == EP_CONTROL && len > 0 && mock_knobs_set_json(m, body, len, err, sizeof err) < 0) {
-        buf_free(&out);
-        respond_error(c, 400, err, false);
-        return;
+    mock_conn_t *c = conn_of(s);
+    size_t n = c->out.len - c->out_off;
+    buf_t w;
+    if (n > max)
+        n = max;
+    if (c->out_off == 0 && n == c->out.len) {
+        w = c->out;
+        buf_init(&c->out, 0);
     } else {
-        rc = ep == EP_STATS ? mock_stats_json(m, &out) : mock_knobs_json(m, &out);
+        buf_init(&w, 0);
+        if (buf_append(&w, c->out.data + c->out_off, n) < 0) {
+            mock_conn_close(c);
+            return -1;
+        }
+        c->out_off += n;
+        if (c->out_off == c->out.len) {
+            buf_reset(&c->out);
+            c->out_off = 0;
+        }
     }
-    if (rc < 0) {
-        buf_free(&out);
-        conn_close(c);
-        return;
-    }
-    respond(c, 200, "application/json", out.data, out.len);
-    buf_free(&out);
+    int64_t left = (int64_t)(c->out.len - c->out_off);
+    if (mock_conn_write(c, &w) < 0)
+        return -1;
+    if (left == 0)
+        conn_maybe_done(c);
+    return left;
 }
 
-/* Routes one complete request. */
-static void dispatch(mock_conn_t *c, const char *method, size_t mlen, const char *path, size_t plen,
-                     const char *body, size_t blen)
-{
-    static const struct {
-        const char *path, *method;
-        mock_endpoint_t ep;
-    } routes[] = {
-        {"/v1/chat/completions", "POST", EP_CHAT},
-        {"/v1/messages", "POST", EP_MESSAGES},
-        {"/stats", "GET", EP_STATS},
-        {"/stats/reset", "POST", EP_STATS_RESET},
-        {"/control", "GET", EP_CONTROL},
-        {"/control", "POST", EP_CONTROL},
-    };
-    const char *q = memchr(path, '?', plen);
-    if (q)
-        plen = (size_t)(q - path);
-    dev_mock_t *m = c->m;
-    bool path_known = false;
-    for (size_t i = 0; i < BASE_ARRAY_LEN(routes); i++) {
-        mock_endpoint_t ep = routes[i].ep;
-        if (strlen(routes[i].path) != plen || memcmp(routes[i].path, path, plen) != 0)
-            continue;
-        if ((ep == EP_CHAT && m->type != DEV_MOCK_OPENAI) ||
-            (ep == EP_MESSAGES && m->type != DEV_MOCK_ANTHROPIC))
-            continue;
-        path_known = true;
-        if (strlen(routes[i].method) != mlen || memcmp(routes[i].method, method, mlen) != 0)
-            continue;
-        m->stats.by_endpoint[ep]++;
-        if (ep == EP_CHAT || ep == EP_MESSAGES)
-            start_call(c, body, blen);
-        else
-            admin(c, ep, body, blen);
-        return;
-    }
-    m->stats.by_endpoint[EP_OTHER]++;
-    respond_error(c, path_known ? 405 : 404, path_known ? "Method not allowed" : "Unknown request URL",
-                  false);
-}
+static void h1_reset(mock_stream_t *s) { mock_conn_close(conn_of(s)); }
 
-/* Case-insensitive header name test. */
-static bool hname(const char *line, size_t n, const char *name)
-{
-    size_t k = strlen(name);
-    return n == k && strncasecmp(line, name, k) == 0;
-}
-
-/* Keeps a trace header's value for /stats when it is plain visible ASCII without quotes or backslashes
- * (so it can be written into JSON as is) and fits; else keeps "". */
-static void keep_trace_header(char *out, const char *val, size_t vlen)
-{
-    out[0] = '\0';
-    if (vlen >= MOCK_MAX_TRACE_BYTES)
-        return;
-    for (size_t i = 0; i < vlen; i++)
-        if (val[i] < 0x20 || val[i] > 0x7e || val[i] == '"' || val[i] == '\\')
-            return;
-    memcpy(out, val, vlen);
-    out[vlen] = '\0';
-}
+static const mock_sink_t h1_sink = {h1_head, h1_write, h1_end, h1_cut, h1_flush, h1_reset};
 
 /* Parses the head in c->in; sets c->need. 0 ok, 1 incomplete, or an HTTP status to fail with. */
 static int parse_head(mock_conn_t *c)
@@ -601,13 +657,10 @@ static int parse_head(mock_conn_t *c)
         } else if (hname(p, nlen, "connection")) {
             if (vlen == 5 && strncasecmp(val, "close", 5) == 0)
                 c->keep_alive = false;
-        } else if (hname(p, nlen, "traceparent")) {
-            keep_trace_header(c->m->stats.last_traceparent, val, vlen);
-            c->m->stats.traceparents++;
-        } else if (hname(p, nlen, "tracestate")) {
-            keep_trace_header(c->m->stats.last_tracestate, val, vlen);
         } else if (hname(p, nlen, "expect")) {
             expect = vlen == 12 && strncasecmp(val, "100-continue", 12) == 0;
+        } else {
+            mock_note_header(c->m, p, nlen, val, vlen);
         }
     }
     c->need = c->head_len + (size_t)cl;
@@ -615,7 +668,7 @@ static int parse_head(mock_conn_t *c)
         buf_t out;
         buf_init(&out, 0);
         c->sent_continue = true;
-        if (buf_append_str(&out, "HTTP/1.1 100 Continue\r\n\r\n") < 0 || conn_write(c, &out) < 0) {
+        if (buf_append_str(&out, "HTTP/1.1 100 Continue\r\n\r\n") < 0 || mock_conn_write(c, &out) < 0) {
             buf_free(&out);
             return -1;
         }
@@ -623,22 +676,29 @@ static int parse_head(mock_conn_t *c)
     return 0;
 }
 
+/* Refuses a malformed request with status; the connection closes after the answer. */
+static void conn_refuse(mock_conn_t *c, int status, const char *message)
+{
+    c->busy = true;
+    c->keep_alive = false;
+    mock_stream_error(&c->s, status, message);
+}
+
 /* Parses and serves the requests buffered in c->in while the connection is idle. */
 static void conn_process(mock_conn_t *c)
 {
-    while (!c->closing && c->state == ST_READ && c->in.len > 0) {
+    while (!c->closing && !c->busy && c->in.len > 0) {
         if (!c->need) {
             int st = parse_head(c);
             if (st < 0 || st == 1) {
                 if (st < 0)
-                    conn_close(c);
+                    mock_conn_close(c);
                 return;
             }
             if (st) {
-                respond_error(c, st,
-                              st == 501 ? "Transfer-Encoding is not supported; send Content-Length"
-                                        : "Malformed request",
-                              true);
+                conn_refuse(c, st,
+                            st == 501 ? "Transfer-Encoding is not supported; send Content-Length"
+                                      : "Malformed request");
                 return;
             }
         }
@@ -649,11 +709,12 @@ static void conn_process(mock_conn_t *c)
         size_t need = c->need;
         c->need = 0;
         if (!sp1 || !sp2) {
-            respond_error(c, 400, "Malformed request line", true);
+            conn_refuse(c, 400, "Malformed request line");
             return;
         }
-        dispatch(c, d, (size_t)(sp1 - d), sp1 + 1, (size_t)(sp2 - sp1 - 1), d + c->head_len,
-                 need - c->head_len);
+        c->busy = true;
+        mock_stream_request(&c->s, d, (size_t)(sp1 - d), sp1 + 1, (size_t)(sp2 - sp1 - 1), d + c->head_len,
+                            need - c->head_len);
         if (c->closing)
             return;
         memmove(c->in.data, c->in.data + need, c->in.len - need);
@@ -662,6 +723,29 @@ static void conn_process(mock_conn_t *c)
         if (c->in.len == 0)
             buf_free(&c->in);
     }
+}
+
+/* Decides the protocol from the first bytes: the HTTP/2 client preface hands the connection (and
+ * the bytes read so far) to mock_h2.c. true when the bytes are for HTTP/1.1 parsing. */
+static bool conn_sniff(mock_conn_t *c)
+{
+    size_t n = c->in.len < MOCK_H2_PREFACE_LEN ? c->in.len : MOCK_H2_PREFACE_LEN;
+    if (memcmp(c->in.data, MOCK_H2_PREFACE, n) != 0) {
+        c->sniffed = true;
+        return true;
+    }
+    if (n < MOCK_H2_PREFACE_LEN)
+        return false;
+    c->sniffed = true;
+    if (!(c->h2 = mock_h2_new(c->m, c))) {
+        mock_conn_close(c);
+        return false;
+    }
+    buf_t in = c->in;
+    buf_init(&c->in, 0);
+    mock_h2_input(c->h2, in.data, in.len);
+    buf_free(&in);
+    return false;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -679,11 +763,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || c->closing)
         return;
+    if (c->h2) {
+        mock_h2_input(c->h2, buf->base, (size_t)nread);
+        return;
+    }
     if (buf_append(&c->in, buf->base, (size_t)nread) < 0) {
         conn_lost(c);
         return;
     }
-    if (c->state == ST_READ)
+    if (!c->sniffed && !conn_sniff(c))
+        return;
+    if (!c->busy)
         conn_process(c);
 }
 
@@ -696,11 +786,14 @@ static void on_connection(uv_stream_t *server, int status)
     if (!c)
         return;
     c->m = m;
+    c->s.m = m;
+    c->s.sink = &h1_sink;
     buf_init(&c->in, MOCK_MAX_HEAD_BYTES + MOCK_MAX_BODY_BYTES);
-    buf_init(&c->drip, 0);
+    buf_init(&c->out, 0);
     uv_tcp_init(m->loop, &c->tcp);
-    uv_timer_init(m->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
+    uv_timer_init(m->loop, &c->s.timer);
+    c->tcp.data = c;
+    c->s.timer.data = &c->s;
     c->handles = 2;
     m->open_handles++;
     c->next = m->conns;
@@ -711,7 +804,7 @@ static void on_connection(uv_stream_t *server, int status)
     m->stats.connections_total++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
-        conn_close(c);
+        mock_conn_close(c);
     else
         uv_tcp_nodelay(&c->tcp, 1);
 }
@@ -771,12 +864,7 @@ int dev_mock_port(const dev_mock_t *m) { return m->port; }
 const char *dev_mock_name(const dev_mock_t *m) { return m->name; }
 dev_mock_type_t dev_mock_type(const dev_mock_t *m) { return m->type; }
 
-static void listener_closed(uv_handle_t *h)
-{
-    dev_mock_t *m = h->data;
-    m->open_handles--;
-    mock_maybe_free(m);
-}
+static void listener_closed(uv_handle_t *h) { mock_handle_released(h->data); }
 
 void dev_mock_close(dev_mock_t *m)
 {
@@ -784,7 +872,7 @@ void dev_mock_close(dev_mock_t *m)
         return;
     m->closing = true;
     while (m->conns)
-        conn_close(m->conns);
+        mock_conn_close(m->conns);
     if (m->listening)
         uv_close((uv_handle_t *)&m->listener, listener_closed);
     else

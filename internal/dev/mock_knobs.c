@@ -41,6 +41,7 @@ static const knob_def_t knob_defs[] = {
     {"ping", KNOB_BOOL, KNOB_AT(ping), 0, 1},
     {"thinking", KNOB_BOOL, KNOB_AT(thinking), 0, 1},
     {"seed", KNOB_INT, KNOB_AT(seed), 0, 9007199254740991.0},
+    {"h2_max_streams", KNOB_INT, KNOB_AT(h2_max_streams), 1, 1000000},
 };
 
 void mock_knobs_defaults(mock_knobs_t *k)
@@ -53,6 +54,7 @@ void mock_knobs_defaults(mock_knobs_t *k)
     k->comments = true;
     k->ping = true;
     k->seed = 1;
+    k->h2_max_streams = 128;
 }
 
 /* splitmix64: small, seedable, good enough for tail and failure draws. */
@@ -197,11 +199,13 @@ int mock_stats_json(const dev_mock_t *m, buf_t *out)
                  out,
                  "},\"in_flight\":{\"now\":%lld,\"peak\":%lld},\"client_disconnects\":%llu,"
                  "\"cut_streams\":%llu,\"bytes_out\":%llu,\"connections\":{\"open\":%lld,\"total\":%llu},"
+                 "\"h2_connections_total\":%llu,\"h2_streams_total\":%llu,"
                  "\"first_request_ms\":%lld,\"last_request_ms\":%lld,\"peak_rps\":%llu,"
                  "\"traceparents\":%llu,\"last_traceparent\":\"%s\",\"last_tracestate\":\"%s\",\"knobs\":",
                  (long long)s->in_flight, (long long)s->in_flight_peak, (unsigned long long)s->disconnects,
                  (unsigned long long)s->cut, (unsigned long long)s->bytes_out, (long long)s->connections_open,
-                 (unsigned long long)s->connections_total, (long long)s->first_request_ms,
+                 (unsigned long long)s->connections_total, (unsigned long long)s->h2_connections_total,
+                 (unsigned long long)s->h2_streams_total, (long long)s->first_request_ms,
                  (long long)s->last_request_ms, (unsigned long long)s->rps_peak,
                  (unsigned long long)s->traceparents, s->last_traceparent, s->last_tracestate);
     rc = rc ? rc : mock_knobs_json(m, out);

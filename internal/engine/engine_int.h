@@ -174,11 +174,13 @@ struct engine {
     conv_map_t convs;
     ejob_t *jobs; /* every held job */
     size_t in_flight;
+    bool jobs_may_wait; /* a job may be in STAGE_WAIT: the tick walks the held jobs for due retries */
     size_t peak_in_flight;
     bool redis_up;
     bool paused;
     size_t assigned;
-    uv_timer_t tick; /* retries, heartbeat */
+    uv_timer_t tick;        /* retries, heartbeat */
+    uv_check_t log_flusher; /* writes the info lines of each loop iteration together (log_batch) */
     uv_timer_t drain_timer;
     uv_signal_t sigterm, sigint;
     int signals;

@@ -55,6 +55,7 @@ static void job_wait(ejob_t *j, ejob_op_t op, int64_t delay_ms)
     j->stage = STAGE_WAIT;
     j->retry_op = op;
     j->retry_at_ms = base_mono_ms() + delay_ms;
+    j->e->jobs_may_wait = true;
 }
 
 /* ---- final replies ---- */
@@ -735,6 +736,10 @@ static void job_retry(ejob_t *j)
 
 void engine_retry_due(engine_t *e, bool redis_came_up)
 {
+    if (!e->jobs_may_wait) /* the walk below costs a cache miss per held job: only when one waits */
+        return;
+    e->jobs_may_wait = false; /* set again by any job_wait, also one a retry below makes */
+    bool waiting = false;
     int64_t now = base_mono_ms();
     ejob_t *j = e->jobs;
     while (j) {
@@ -742,8 +747,11 @@ void engine_retry_due(engine_t *e, bool redis_came_up)
         bool redis_op = j->retry_op == OP_BEGIN || j->retry_op == OP_COMMIT || j->retry_op == OP_PUT;
         if (j->stage == STAGE_WAIT && (j->retry_at_ms <= now || (redis_came_up && redis_op)))
             job_retry(j);
+        else if (j->stage == STAGE_WAIT)
+            waiting = true;
         j = next;
     }
+    e->jobs_may_wait = e->jobs_may_wait || waiting;
 }
 
 /* Drain timeout: hands every held job back unfinished (its offset is not committed, so the group

@@ -176,6 +176,8 @@ static void on_redis_state(void *ctx, bool up)
         engine_retry_due(e, true);
 }
 
+static void on_log_flush(uv_check_t *c) { log_flush(); }
+
 static void on_tick(uv_timer_t *t)
 {
     engine_t *e = t->data;
@@ -194,6 +196,7 @@ static void on_client_closed(void *ctx)
         return;
     /* Everything on the loop is closed but our own handles. */
     uv_close((uv_handle_t *)&e->tick, NULL);
+    uv_close((uv_handle_t *)&e->log_flusher, NULL);
     uv_close((uv_handle_t *)&e->drain_timer, NULL);
     uv_close((uv_handle_t *)&e->sigterm, NULL);
     uv_close((uv_handle_t *)&e->sigint, NULL);
@@ -384,6 +387,10 @@ int engine_worker_run(const config_t *cfg)
         goto out;
     }
     uv_timer_start(&e->tick, on_tick, TICK_MS, TICK_MS);
+    uv_check_init(&e->loop, &e->log_flusher);
+    uv_check_start(&e->log_flusher, on_log_flush);
+    uv_unref((uv_handle_t *)&e->log_flusher);
+    log_batch(true);
     uv_signal_start(&e->sigterm, on_signal, SIGTERM);
     uv_signal_start(&e->sigint, on_signal, SIGINT);
     log_info("worker started", LOG_S("version", PARLEY_VERSION), LOG_S("group_id", cfg->kafka.group_id),
@@ -391,6 +398,7 @@ int engine_worker_run(const config_t *cfg)
              LOG_I("max_in_flight", cfg->worker.max_in_flight),
              LOG_I("admin_port", e->admin ? admin_port(e->admin) : 0));
     uv_run(&e->loop, UV_RUN_DEFAULT);
+    log_batch(false);
     rc = e->exit_code;
     if (rc != 0) /* a second signal or a fatal error: exit now, the OS reclaims the rest */
         return rc;

@@ -1,4 +1,5 @@
-/* log.c — formats one line per call into a stack buffer and writes it with a single fwrite. */
+/* log.c — formats one line per call into a stack buffer and writes it with a single fwrite (or, while
+ * batching, appends info and debug lines to one buffer written by log_flush). */
 #include "log/log.h"
 
 #include <pthread.h>
@@ -10,6 +11,7 @@
 
 #define LOG_LINE_MAX    8192
 #define LOG_MAX_SECRETS 64
+#define LOG_BATCH_BYTES (64 * 1024)
 
 static log_level_t min_level = LOG_INFO;
 static log_format_t line_format = LOG_FORMAT_JSON;
@@ -20,6 +22,22 @@ static bool secret_first[256]; /* first bytes of the registered secrets: only th
 static pthread_mutex_t secrets_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* Lines held back by log_batch until log_flush (or a warning, or a full buffer). */
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool batching;
+static char batch[LOG_BATCH_BYTES];
+static size_t batch_len;
+
+/* Writes the held lines. Caller holds out_lock. */
+static void batch_write(void)
+{
+    if (batch_len == 0)
+        return;
+    fwrite(batch, 1, batch_len, log_out ? log_out : stderr);
+    fflush(log_out ? log_out : stderr);
+    batch_len = 0;
+}
 
 void log_setup(log_level_t level, log_format_t format, FILE *out)
 {
@@ -217,6 +235,29 @@ void log_at(log_level_t level, const char *msg, const log_field_t *fields, size_
     if (json)
         line_puts(&l, "}");
     l.p[l.len++] = '\n';
-    fwrite(l.p, 1, l.len, log_out ? log_out : stderr);
-    fflush(log_out ? log_out : stderr);
+    pthread_mutex_lock(&out_lock);
+    if (batching && level < LOG_WARN && batch_len + l.len <= sizeof batch) {
+        memcpy(batch + batch_len, l.p, l.len);
+        batch_len += l.len;
+    } else {
+        batch_write();
+        fwrite(l.p, 1, l.len, log_out ? log_out : stderr);
+        fflush(log_out ? log_out : stderr);
+    }
+    pthread_mutex_unlock(&out_lock);
+}
+
+void log_batch(bool on)
+{
+    pthread_mutex_lock(&out_lock);
+    batch_write();
+    batching = on;
+    pthread_mutex_unlock(&out_lock);
+}
+
+void log_flush(void)
+{
+    pthread_mutex_lock(&out_lock);
+    batch_write();
+    pthread_mutex_unlock(&out_lock);
 }

@@ -1,4 +1,5 @@
-/* log — structured log lines (json or text) on stderr, one write per line, safe from any thread.
+/* log — structured log lines (json or text) on stderr, one write per line (or per batch, see log_batch),
+ * safe from any thread.
  * Fields are typed key/value pairs; messages are constant strings, details go in fields.
  * Secrets never reach a line: config keeps them in secret_t (which prints as ***), and every value
  * registered with log_register_secret() is also masked in any field or message as a second guard.
@@ -30,6 +31,11 @@ typedef struct {
 
 void log_setup(log_level_t level, log_format_t format, FILE *out);
 bool log_enabled(log_level_t level);
+/* With on, info and debug lines are held in one 64 KiB buffer and written together by log_flush (an event
+ * loop calls it once per iteration, so a busy worker makes one write for many lines instead of one each);
+ * a warning or an error writes what is held, then itself, at once. Off writes what is held. */
+void log_batch(bool on);
+void log_flush(void);
 /* Parses "debug|info|warn|error" / "json|text"; -1 when unknown. */
 int log_level_parse(const char *s);
 int log_format_parse(const char *s);

@@ -726,8 +726,7 @@ static store_req_t *req_get(store_t *s)
     if (r) {
         s->free_reqs = r->next;
         s->n_free_reqs--;
-    }
-    else if (!(r = base_malloc(sizeof *r)))
+    } else if (!(r = base_malloc(sizeof *r)))
         return NULL;
     *r = (store_req_t){.s = s};
     return r;

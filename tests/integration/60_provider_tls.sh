@@ -25,6 +25,8 @@ import socket, ssl, sys, threading
 port, upstream, crt, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(crt, key)
+if len(sys.argv) > 5:  # ALPN protocols offered, e.g. h2,http/1.1 (the mock speaks both behind it)
+    ctx.set_alpn_protocols(sys.argv[5].split(","))
 def pump(a, b):
     try:
         while True:
@@ -61,6 +63,10 @@ PYEOF
 $PY "$T/tlsfront.py" "$TLS_PORT" "$MOCK_PORT" "$T/srv.crt" "$T/srv.key" >"$T/tlsfront.log" 2>&1 &
 PIDS+=($!)
 wait_for 10 grep -q listening "$T/tlsfront.log" || fail "TLS front did not start"
+H2_PORT=$(free_port)
+$PY "$T/tlsfront.py" "$H2_PORT" "$MOCK_PORT" "$T/srv.crt" "$T/srv.key" h2,http/1.1 >"$T/tlsfront-h2.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 grep -q listening "$T/tlsfront-h2.log" || fail "TLS front with ALPN h2 did not start"
 
 HTTPS="https://127.0.0.1:$TLS_PORT/v1"
 N=0
@@ -102,3 +108,27 @@ run_case insecure job-insecure 'llm.providers[0].tls_verify=false'
 check "tls_verify: false: job answered" json_get "$T/insecure.json" 'd["status"] == "ok" or sys.exit(1)'
 check "tls_verify: false: a loud warning naming the provider at start" \
     grep -Eq ' warn INSECURE.*provider="?p"?( |$)' "$T/insecure.log"
+
+# HTTP/2 over TLS: a front offering h2 by ALPN, the mock behind it speaking HTTP/2.
+H2S="https://127.0.0.1:$H2_PORT/v1"
+CA="llm.providers[0].ca_file=\"$T/ca.crt\""
+streams() { mock_stats p | json_get - 'd["h2_streams_total"]'; }
+before=$(streams)
+run_case native_h2 job-native-h2 "llm.providers[0].base_url=\"$H2S\"" 'llm.providers[0].http_version="2"' "$CA"
+check "http_version 2 over https (ALPN h2, verified): job answered" json_get "$T/native_h2.json" \
+    'd["status"] == "ok" or sys.exit(1)'
+check "it reached the mock as an HTTP/2 stream" test "$(streams)" -gt "$before"
+
+before=$(streams)
+run_case curl_h2 job-curl-h2 "llm.providers[0].base_url=\"$H2S\"" "$CA"
+check "http_version auto (libcurl) over a front that offers h2: job answered" json_get "$T/curl_h2.json" \
+    'd["status"] == "ok" or sys.exit(1)'
+check "libcurl chose HTTP/2 by ALPN" test "$(streams)" -gt "$before"
+
+run_case h2_refused job-h2-refused 'llm.providers[0].http_version="2"' "$CA"
+REASON=$(json_get "$T/h2_refused.json" 'd["attempts"][0].get("reason", "")')
+echo "attempt reason: $REASON"
+check "http_version 2 against a server without h2: all_providers_failed" json_get "$T/h2_refused.json" \
+    'd["status"] == "error" and d["error"]["code"] == "all_providers_failed" or sys.exit(1)'
+check "the reason says the server did not agree to HTTP/2" bash -c "echo '$REASON' | grep -q 'HTTP/2'"
+pass "providers over TLS: verified, unknown CA refused, insecure warned, HTTP/2 by ALPN"

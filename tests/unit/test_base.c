@@ -103,12 +103,42 @@ static void log_text_format_and_levels(void **state)
     log_setup(LOG_INFO, LOG_FORMAT_JSON, stderr);
 }
 
+static void log_batch_holds_info_until_flush(void **state)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    log_setup(LOG_INFO, LOG_FORMAT_TEXT, out);
+    log_batch(true);
+    log_info("first");
+    log_info("second");
+    fflush(out);
+    assert_int_equal(len, 0); /* held */
+    log_flush();
+    assert_non_null(strstr(text, "first"));
+    assert_true(strstr(text, "first") < strstr(text, "second"));
+    log_info("third");
+    log_warn("fourth"); /* a warning writes what is held, then itself, at once */
+    assert_non_null(strstr(text, "third"));
+    assert_true(strstr(text, "third") < strstr(text, "fourth"));
+    log_info("fifth");
+    log_batch(false); /* off writes what is held */
+    assert_non_null(strstr(text, "fifth"));
+    fclose(out);
+    free(text);
+    log_setup(LOG_INFO, LOG_FORMAT_JSON, stderr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(buf_respects_its_limit),       cmocka_unit_test(buf_printf_grows),
-        cmocka_unit_test(alloc_fails_when_told),        cmocka_unit_test(secret_prints_masked),
-        cmocka_unit_test(log_masks_registered_secrets), cmocka_unit_test(log_text_format_and_levels),
+        cmocka_unit_test(buf_respects_its_limit),
+        cmocka_unit_test(buf_printf_grows),
+        cmocka_unit_test(alloc_fails_when_told),
+        cmocka_unit_test(secret_prints_masked),
+        cmocka_unit_test(log_masks_registered_secrets),
+        cmocka_unit_test(log_text_format_and_levels),
+        cmocka_unit_test(log_batch_holds_info_until_flush),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }

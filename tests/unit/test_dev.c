@@ -13,6 +13,12 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
@@ -75,9 +81,11 @@ static int group_teardown(void **state)
 /* ---- a small libcurl client ---- */
 
 typedef struct {
+    bool h2; /* in: HTTP/2 with prior knowledge */
     buf_t body;
     char retry_after[32];
-    long status;
+    char status_line[32]; /* the first header line without CRLF ("HTTP/2 200") */
+    long status, version; /* version: CURLINFO_HTTP_VERSION */
     CURLcode code;
     size_t abort_after; /* abort the transfer once this many body bytes arrived (0 = never) */
     double secs;
@@ -94,21 +102,28 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     resp_t *r = ud;
     size_t len = size * n;
+    if (!r->status_line[0]) /* without the CRLF and HTTP/2's trailing space */
+        snprintf(r->status_line, sizeof r->status_line, "%.*s",
+                 (int)(len > 3 && p[len - 3] == ' ' ? len - 3
+                       : len > 2                    ? len - 2
+                                                    : 0),
+                 p);
     if (len > 13 && strncasecmp(p, "Retry-After: ", 13) == 0)
         snprintf(r->retry_after, sizeof r->retry_after, "%.*s", (int)(len - 15), p + 13);
     return len;
 }
 
-/* One request; body NULL = GET. timeout_ms 0 = none. Uses the shared handle when keep is given. */
-static void http(CURL *keep, const char *base, const char *path, const char *body, long timeout_ms, resp_t *r)
+/* Sets h up for one request into r (body NULL = GET; timeout_ms 0 = none); returns the header list
+ * to free after the transfer. */
+static struct curl_slist *prepare(CURL *h, const char *base, const char *path, const char *body,
+                                  long timeout_ms, resp_t *r)
 {
     char url[256];
-    CURL *h = keep ? keep : curl_easy_init();
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     snprintf(url, sizeof url, "%s%s", base, path);
     buf_init(&r->body, 0);
     buf_append_str(&r->body, "");
-    r->retry_after[0] = '\0';
+    r->retry_after[0] = r->status_line[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -117,15 +132,32 @@ static void http(CURL *keep, const char *base, const char *path, const char *bod
     curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
+                     r->h2 ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : (long)CURL_HTTP_VERSION_1_1);
     if (body)
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
     else
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    return hdrs;
+}
+
+/* Reads the transfer's status and HTTP version into r. */
+static void finish(CURL *h, resp_t *r)
+{
+    r->status = r->version = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &r->version);
+}
+
+/* One request; body NULL = GET. timeout_ms 0 = none. Uses the shared handle when keep is given. */
+static void http(CURL *keep, const char *base, const char *path, const char *body, long timeout_ms, resp_t *r)
+{
+    CURL *h = keep ? keep : curl_easy_init();
+    struct curl_slist *hdrs = prepare(h, base, path, body, timeout_ms, r);
     int64_t t0 = base_mono_ms();
     r->code = curl_easy_perform(h);
     r->secs = (double)(base_mono_ms() - t0) / 1000.0;
-    r->status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+    finish(h, r);
     curl_slist_free_all(hdrs);
     if (!keep)
         curl_easy_cleanup(h);
@@ -569,6 +601,382 @@ static void drip_and_not_json(void **state)
     resp_free(&r);
 }
 
+/* ---- HTTP/2 (h2c, prior knowledge) ---- */
+
+/* One HTTP/2 request. */
+static void http2(const char *base, const char *path, const char *body, long timeout_ms, resp_t *r)
+{
+    r->h2 = true;
+    http(NULL, base, path, body, timeout_ms, r);
+}
+
+static void h2_json_answers(void **state)
+{
+    resp_t r = {0};
+    http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ""), 5000, &r);
+    assert_int_equal(r.code, CURLE_OK);
+    assert_int_equal(r.version, CURL_HTTP_VERSION_2_0);
+    assert_string_equal(r.status_line, "HTTP/2 200");
+    cJSON *j = cJSON_Parse(r.body.data);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "chat.completion");
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(choice, "message"), "content")->valuestring,
+                        oa_text);
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    http2(fx.an_url, "/v1/messages", req(an_req, ""), 5000, &r);
+    assert_int_equal(r.version, CURL_HTTP_VERSION_2_0);
+    assert_int_equal(r.status, 200);
+    j = cJSON_Parse(r.body.data);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "message");
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "content"), 0);
+    assert_string_equal(cJSON_GetObjectItem(c0, "text")->valuestring, an_text);
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* Admin endpoints and unknown paths answer on HTTP/2 too. */
+    http2(fx.oa_url, "/stats", NULL, 2000, &r);
+    assert_int_equal(r.status, 200);
+    j = cJSON_Parse(r.body.data);
+    assert_int_equal((int)jnum(j, "requests.total"), 1);
+    assert_int_equal((int)jnum(j, "h2_connections_total"), 2); /* the call and this /stats */
+    assert_int_equal((int)jnum(j, "h2_streams_total"), 2);
+    assert_int_equal((int)jnum(j, "responses.200"), 1);
+    cJSON_Delete(j);
+    resp_free(&r);
+    http2(fx.oa_url, "/v1/messages", "{}", 2000, &r);
+    assert_int_equal(r.status, 404);
+    resp_free(&r);
+}
+
+static void h2_stream_equals_http1(void **state)
+{
+    knobs(fx.oa_url, "{\"token_ms\":2}");
+    resp_t r1 = {0}, r2 = {0};
+    const char *body = req(oa_req, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    http(NULL, fx.oa_url, "/v1/chat/completions", body, 5000, &r1);
+    http2(fx.oa_url, "/v1/chat/completions", body, 5000, &r2);
+    assert_int_equal(r2.code, CURLE_OK);
+    assert_int_equal(r2.version, CURL_HTTP_VERSION_2_0);
+    sse_t a, b;
+    sse_parse(r1.body.data, DEV_MOCK_OPENAI, &a);
+    sse_parse(r2.body.data, DEV_MOCK_OPENAI, &b);
+    assert_string_equal(b.text, oa_text);
+    assert_string_equal(a.text, b.text);
+    assert_int_equal(a.n_deltas, b.n_deltas);
+    assert_int_equal(a.n_comments, b.n_comments);
+    assert_true(b.done && b.usage_chunk);
+    assert_int_equal(b.completion_tokens, b.n_deltas);
+    assert_int_equal(r1.body.len, r2.body.len); /* same events; only the ids differ */
+    resp_free(&r1);
+    resp_free(&r2);
+    cJSON *st = stats(fx.oa_url);
+    assert_int_equal((int)jnum(st, "requests.streamed"), 2);
+    cJSON_Delete(st);
+
+    knobs(fx.an_url, "{\"thinking\":true}");
+    http(NULL, fx.an_url, "/v1/messages", req(an_req, ",\"stream\":true"), 5000, &r1);
+    http2(fx.an_url, "/v1/messages", req(an_req, ",\"stream\":true"), 5000, &r2);
+    sse_parse(r1.body.data, DEV_MOCK_ANTHROPIC, &a);
+    sse_parse(r2.body.data, DEV_MOCK_ANTHROPIC, &b);
+    assert_string_equal(b.text, an_text);
+    assert_int_equal(a.n_events, b.n_events);
+    for (int i = 0; i < a.n_events; i++)
+        assert_string_equal(a.events[i], b.events[i]);
+    assert_true(b.thinking && b.signature);
+    resp_free(&r1);
+    resp_free(&r2);
+}
+
+static void h2_rate_limit_and_drip(void **state)
+{
+    knobs(fx.oa_url, "{\"fail_next\":1,\"fail_status\":429,\"retry_after_s\":7}");
+    resp_t r = {0};
+    http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ""), 5000, &r);
+    assert_int_equal(r.version, CURL_HTTP_VERSION_2_0);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(r.retry_after, "7");
+    cJSON *j = cJSON_Parse(r.body.data);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "code")->valuestring,
+                        "rate_limit_exceeded");
+    cJSON_Delete(j);
+    resp_free(&r);
+    cJSON *st = stats(fx.oa_url);
+    assert_int_equal((int)jnum(st, "responses.429"), 1);
+    cJSON_Delete(st);
+
+    knobs(fx.oa_url, "{\"drip_ms\":1}");
+    http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ""), 10000, &r);
+    assert_int_equal(r.status, 200);
+    j = cJSON_Parse(r.body.data);
+    assert_non_null(j); /* dripped whole, a byte per DATA frame */
+    cJSON_Delete(j);
+    assert_true(r.secs >= 0.9 * (double)r.body.len / 1000.0);
+    resp_free(&r);
+}
+
+/* Runs the multi until no transfer is running or until ms passed. */
+static void multi_run(CURLM *mh, long ms)
+{
+    int64_t end = base_mono_ms() + ms;
+    int running = 1;
+    while (running && base_mono_ms() < end) {
+        curl_multi_perform(mh, &running);
+        if (running)
+            curl_multi_poll(mh, NULL, 0, 10, NULL);
+    }
+}
+
+/* A multi that multiplexes HTTP/2 transfers on one connection. */
+static CURLM *multi_h2(void)
+{
+    CURLM *mh = curl_multi_init();
+    curl_multi_setopt(mh, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    return mh;
+}
+
+/* Adds an HTTP/2 chat call to mh that waits to multiplex. libcurl 7.88 cannot reuse a connection for
+ * a prior-knowledge transfer (curl issue #10634, fixed in 8.0), so only the first transfer (reuse
+ * false) asks for prior knowledge; the others ask for HTTP/2 and reuse its connection. */
+static CURL *multi_add(CURLM *mh, bool reuse, resp_t *r, struct curl_slist **hdrs)
+{
+    CURL *h = curl_easy_init();
+    r->h2 = true;
+    *hdrs = prepare(h, fx.oa_url, "/v1/chat/completions", NULL, 10000, r);
+    curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, req(oa_req, ""));
+    curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+    if (reuse)
+        curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_0);
+    curl_multi_add_handle(mh, h);
+    return h;
+}
+
+/* Opens mh's HTTP/2 connection with one call. */
+static void multi_open(CURLM *mh)
+{
+    resp_t r = {0};
+    struct curl_slist *hdrs;
+    CURL *h = multi_add(mh, false, &r, &hdrs);
+    multi_run(mh, 5000);
+    finish(h, &r);
+    assert_int_equal(r.version, CURL_HTTP_VERSION_2_0);
+    curl_multi_remove_handle(mh, h);
+    curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
+    resp_free(&r);
+}
+
+#define N_MUX 50
+
+static void h2_multiplexes_calls(void **state)
+{
+    CURLM *mh = multi_h2();
+    CURL *h[N_MUX];
+    resp_t r[N_MUX];
+    struct curl_slist *hdrs[N_MUX];
+    memset(r, 0, sizeof r);
+    knobs(fx.oa_url, "{\"latency_ms\":100}");
+    multi_open(mh);
+    for (int i = 0; i < N_MUX; i++)
+        h[i] = multi_add(mh, true, &r[i], &hdrs[i]);
+    int64_t t0 = base_mono_ms();
+    multi_run(mh, 10000);
+    double secs = (double)(base_mono_ms() - t0) / 1000.0;
+    int ok = 0, done_ok = 0, left;
+    for (CURLMsg *msg; (msg = curl_multi_info_read(mh, &left));)
+        done_ok += msg->msg == CURLMSG_DONE && msg->data.result == CURLE_OK;
+    for (int i = 0; i < N_MUX; i++) {
+        finish(h[i], &r[i]);
+        ok += r[i].status == 200 && r[i].version == CURL_HTTP_VERSION_2_0 && strstr(r[i].body.data, oa_text);
+        curl_multi_remove_handle(mh, h[i]);
+        curl_easy_cleanup(h[i]);
+        curl_slist_free_all(hdrs[i]);
+        resp_free(&r[i]);
+    }
+    curl_multi_cleanup(mh);
+    assert_int_equal(ok, N_MUX);
+    assert_int_equal(done_ok, N_MUX);
+    assert_true(secs < 2.0); /* concurrent: 50 calls one after another would take 5 s */
+    cJSON *st = stats(fx.oa_url);
+    assert_int_equal((int)jnum(st, "h2_connections_total"), 1);
+    assert_true(jnum(st, "h2_streams_total") >= N_MUX + 1); /* the opening call and the 50 */
+    assert_int_equal((int)jnum(st, "requests.total"), N_MUX + 1);
+    assert_int_equal((int)jnum(st, "responses.200"), N_MUX + 1);
+    assert_int_equal((int)jnum(st, "connections.total"), 2); /* the h2 connection and this /stats */
+    assert_true(jnum(st, "in_flight.peak") > 1);
+    assert_int_equal((int)jnum(st, "client_disconnects"), 0);
+    cJSON_Delete(st);
+}
+
+/* A raw HTTP/2 connection to the OpenAI mock (preface and empty SETTINGS sent); receive timeout 2 s. */
+static int h2_raw_open(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)dev_mock_port(fx.openai))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    static const char start[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    assert_int_equal(send(fd, start, sizeof start - 1, 0), (ssize_t)(sizeof start - 1));
+    return fd;
+}
+
+/* Sends one frame. */
+static void h2_raw_frame(int fd, int type, int flags, uint32_t stream, const void *payload, size_t n)
+{
+    unsigned char f[9 + 1024];
+    assert_true(n <= 1024);
+    unsigned char hd[9] = {
+        (unsigned char)(n >> 16),      (unsigned char)(n >> 8),      (unsigned char)n,
+        (unsigned char)type,           (unsigned char)flags,         (unsigned char)(stream >> 24),
+        (unsigned char)(stream >> 16), (unsigned char)(stream >> 8), (unsigned char)stream};
+    memcpy(f, hd, 9);
+    memcpy(f + 9, payload, n);
+    assert_int_equal(send(fd, f, 9 + n, 0), (ssize_t)(9 + n));
+}
+
+/* Sends a POST /v1/chat/completions on stream (HPACK: static indexes and literals, no Huffman). */
+static void h2_raw_call(int fd, uint32_t stream)
+{
+    static const char hdrs[] = "\x83\x86"                      /* :method POST, :scheme http */
+                               "\x04\x14/v1/chat/completions"  /* :path, literal */
+                               "\x01\x01x";                    /* :authority x */
+    h2_raw_frame(fd, 0x1, 0x4, stream, hdrs, sizeof hdrs - 1); /* HEADERS, END_HEADERS */
+    const char *body = req(oa_req, "");
+    h2_raw_frame(fd, 0x0, 0x1, stream, body, strlen(body)); /* DATA, END_STREAM */
+}
+
+/* Reads frames until a HEADERS frame on stream arrives (true) or the connection ends (false). */
+static bool h2_raw_wait_headers(int fd, uint32_t stream)
+{
+    unsigned char hd[9], skip[4096];
+    for (;;) {
+        if (recv(fd, hd, 9, MSG_WAITALL) != 9)
+            return false;
+        size_t n = (size_t)hd[0] << 16 | (size_t)hd[1] << 8 | hd[2];
+        uint32_t id = ((uint32_t)hd[5] & 0x7f) << 24 | (uint32_t)hd[6] << 16 | (uint32_t)hd[7] << 8 | hd[8];
+        for (size_t k = 0; k < n;) {
+            ssize_t r = recv(fd, skip, n - k < sizeof skip ? n - k : sizeof skip, 0);
+            if (r <= 0)
+                return false;
+            k += (size_t)r;
+        }
+        if (hd[3] == 0x1 && id == stream)
+            return true;
+    }
+}
+
+static void h2_reset_stream_is_a_disconnect(void **state)
+{
+    knobs(fx.oa_url, "{\"latency_ms\":300}");
+    int fd = h2_raw_open();
+    h2_raw_call(fd, 1);
+    h2_raw_call(fd, 3);
+    assert_int_equal((int)stats_wait(fx.oa_url, "in_flight.now", 2), 2);
+    static const char cancel[4] = {0, 0, 0, 8};
+    h2_raw_frame(fd, 0x3, 0, 1, cancel, 4); /* RST_STREAM(CANCEL) on the first call */
+    assert_int_equal((int)stats_wait(fx.oa_url, "client_disconnects", 1), 1);
+    cJSON *st = stats(fx.oa_url);
+    assert_int_equal((int)jnum(st, "in_flight.now"), 1);
+    assert_int_equal((int)jnum(st, "connections.open"), 2); /* the h2 connection and this /stats */
+    cJSON_Delete(st);
+    assert_true(h2_raw_wait_headers(fd, 3)); /* the other call on the connection is answered */
+    close(fd);
+    st = stats(fx.oa_url);
+    assert_int_equal((int)jnum(st, "h2_connections_total"), 1);
+    assert_int_equal((int)jnum(st, "h2_streams_total"), 2);
+    assert_int_equal((int)jnum(st, "responses.200"), 1);
+    assert_int_equal((int)jnum(st, "client_disconnects"), 1);
+    cJSON_Delete(st);
+    knobs(fx.oa_url, "{\"latency_ms\":1000}");
+    /* Closing the connection with a stream open counts it too. */
+    resp_t r = {0};
+    http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ""), 150, &r);
+    assert_int_equal(r.code, CURLE_OPERATION_TIMEDOUT);
+    resp_free(&r);
+    assert_int_equal((int)stats_wait(fx.oa_url, "client_disconnects", 1), 1);
+    assert_int_equal((int)stats_wait(fx.oa_url, "in_flight.now", 0), 0);
+}
+
+static void h2_cut_resets_stream(void **state)
+{
+    knobs(fx.oa_url, "{\"cut_after\":3,\"token_ms\":1}");
+    resp_t r = {0};
+    http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ",\"stream\":true"), 5000, &r);
+    assert_int_equal(r.code, CURLE_HTTP2_STREAM);
+    sse_t s;
+    sse_parse(r.body.data, DEV_MOCK_OPENAI, &s);
+    assert_false(s.done);
+    assert_int_equal(s.n_deltas, 3);
+    resp_free(&r);
+    assert_int_equal((int)stats_wait(fx.oa_url, "cut_streams", 1), 1);
+    http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ""), 5000, &r); /* a JSON answer: 3 bytes */
+    assert_int_not_equal(r.code, CURLE_OK);
+    assert_true(r.body.len <= 3);
+    resp_free(&r);
+    assert_int_equal((int)stats_wait(fx.oa_url, "cut_streams", 2), 2);
+    assert_int_equal((int)stats_wait(fx.oa_url, "client_disconnects", 0), 0);
+}
+
+static void h2_bounds_and_http1_alongside(void **state)
+{
+    /* A 2 MiB body passes the 1 MiB stream window; one over 8 MiB gets 413. */
+    size_t big = 2u << 20, huge = (8u << 20) + 16;
+    char *body = malloc(huge + 256);
+    assert_non_null(body);
+    int n = snprintf(body, 256, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"");
+    memset(body + n, 'a', huge);
+    memcpy(body + n + big, "\"}]}", 5);
+    resp_t r = {0};
+    http2(fx.oa_url, "/v1/chat/completions", body, 10000, &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    memset(body + n + big, 'a', 5);
+    memcpy(body + n + huge, "\"}]}", 5);
+    http2(fx.oa_url, "/v1/chat/completions", body, 10000, &r);
+    assert_int_equal(r.status, 413);
+    resp_free(&r);
+    free(body);
+    /* HTTP/1.1 on the same port as before. */
+    r.h2 = false;
+    http(NULL, fx.oa_url, "/v1/chat/completions", req(oa_req, ""), 5000, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.version, CURL_HTTP_VERSION_1_1);
+    assert_string_equal(r.status_line, "HTTP/1.1 200 OK");
+    resp_free(&r);
+    cJSON *st = stats(fx.oa_url);
+    assert_int_equal((int)jnum(st, "h2_connections_total"), 2);
+    assert_int_equal((int)jnum(st, "requests.total"), 2); /* the 413 never reached the call logic */
+    cJSON_Delete(st);
+}
+
+/* A raw connection that sends the preface then a bad frame gets a GOAWAY and is closed. */
+static void h2_bad_frame_goaway(void **state)
+{
+    int fd = h2_raw_open();
+    h2_raw_frame(fd, 0x0, 0, 0, "x", 1); /* DATA on stream 0: a connection error */
+    unsigned char in[4096];
+    size_t got = 0;
+    ssize_t k = 0;
+    while (got < sizeof in && (k = recv(fd, in + got, sizeof in - got, 0)) > 0)
+        got += (size_t)k;
+    assert_int_equal(k, 0); /* the mock closed the connection */
+    bool goaway = false;
+    for (size_t off = 0; off + 9 <= got;
+         off += 9 + ((size_t)in[off] << 16 | (size_t)in[off + 1] << 8 | in[off + 2]))
+        goaway |= in[off + 3] == 0x07;
+    assert_true(goaway);
+    close(fd);
+    resp_t r = {0};
+    http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ""), 5000, &r);
+    assert_int_equal(r.status, 200); /* the mock still serves */
+    resp_free(&r);
+}
+
 static void broker_creates_topics(void **state)
 {
     char err[256];
@@ -631,6 +1039,14 @@ int main(void)
         cmocka_unit_test_setup(keep_alive_reuses_connection, reset_knobs),
         cmocka_unit_test_setup(seed_makes_runs_repeatable, reset_knobs),
         cmocka_unit_test_setup(drip_and_not_json, reset_knobs),
+        cmocka_unit_test_setup(h2_json_answers, reset_knobs),
+        cmocka_unit_test_setup(h2_stream_equals_http1, reset_knobs),
+        cmocka_unit_test_setup(h2_rate_limit_and_drip, reset_knobs),
+        cmocka_unit_test_setup(h2_multiplexes_calls, reset_knobs),
+        cmocka_unit_test_setup(h2_reset_stream_is_a_disconnect, reset_knobs),
+        cmocka_unit_test_setup(h2_cut_resets_stream, reset_knobs),
+        cmocka_unit_test_setup(h2_bounds_and_http1_alongside, reset_knobs),
+        cmocka_unit_test_setup(h2_bad_frame_goaway, reset_knobs),
         cmocka_unit_test(broker_creates_topics),
         cmocka_unit_test(provider_spec_parses),
     };
