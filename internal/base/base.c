@@ -2,6 +2,9 @@
 #include "base/base.h"
 
 #include <stdarg.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,7 +97,7 @@ int buf_reserve(buf_t *b, size_t extra)
 
 int buf_append(buf_t *b, const void *data, size_t n)
 {
-    if (buf_reserve(b, n) < 0)
+    if ((b->limit || b->len + n >= b->cap) && buf_reserve(b, n) < 0) /* no call when it fits */
         return -1;
     if (n)
         memcpy(b->data + b->len, data, n);
@@ -154,6 +157,18 @@ static bool json_plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '
 size_t base_json_plain_run(const unsigned char *p, size_t n)
 {
     size_t i = 0;
+#ifdef __SSE2__
+    /* 16 at a time: a signed compare below 0x20 also catches every byte >= 0x80 */
+    const __m128i space = _mm_set1_epi8(0x20), quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+        __m128i special = _mm_or_si128(_mm_cmplt_epi8(v, space),
+                                       _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+        int mask = _mm_movemask_epi8(special);
+        if (mask)
+            return i + (size_t)__builtin_ctz((unsigned)mask);
+    }
+#endif
     for (; i + 8 <= n; i += 8) {
         uint64_t w, q, bs;
         memcpy(&w, p + i, 8);

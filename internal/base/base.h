@@ -62,11 +62,15 @@ static inline const char *secret_masked(const secret_t *s)
 static inline const char *secret_reveal(const secret_t *s) { return s->value ? s->value : ""; }
 static inline bool secret_is_set(const secret_t *s) { return s->value && *s->value; }
 
-/* One chat turn. content is not necessarily NUL-free; content_len is authoritative. */
+/* One chat turn. content is not necessarily NUL-free; content_len is authoritative. content_json, when
+ * not NULL, is the same content already written as the inside of a JSON string (valid UTF-8, escaped,
+ * no quotes), as read from a stored history entry: request bodies copy it instead of escaping again. */
 typedef struct {
     const char *role;
     const char *content;
     size_t content_len;
+    const char *content_json;
+    size_t content_json_len;
 } chat_message_t;
 
 #define BASE_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -98,6 +98,9 @@ struct ejob {
     size_t tracestate_len;
 };
 
+/* Frees the job's loaded history and its prompt (the router needs them only inside router_start). */
+void job_prompt_release(ejob_t *j);
+
 /* ---- the engine (worker.c) ---- */
 typedef enum {
     STAGE_METRIC_QUEUED = 0,

@@ -339,6 +339,16 @@ static int history_copy(ejob_t *j, const store_begin_result_t *res)
     return 0;
 }
 
+void job_prompt_release(ejob_t *j)
+{
+    for (size_t i = 0; i < j->n_history; i++)
+        job_message_release(&j->history[i]);
+    free(j->history);
+    free(j->prompt);
+    j->history = j->prompt = NULL;
+    j->n_history = j->n_prompt = 0;
+}
+
 /* The prompt: system (the job's, else the route's), history, the new user message. */
 static int prompt_build(ejob_t *j)
 {
@@ -355,7 +365,8 @@ static int prompt_build(ejob_t *j)
         return -1;
     const char *system = job->system ? job->system : j->route->system;
     if (system && *system)
-        j->prompt[j->n_prompt++] = (chat_message_t){"system", system, strlen(system)};
+        j->prompt[j->n_prompt++] =
+            (chat_message_t){.role = "system", .content = system, .content_len = strlen(system)};
     for (size_t i = 0; i < n_hist; i++)
         j->prompt[j->n_prompt++] = hist[i];
     j->prompt[j->n_prompt++] = job->message;
@@ -398,6 +409,7 @@ static void on_begin(void *ctx, const store_begin_result_t *res)
         return;
     }
     if (history_copy(j, res) != 0 || prompt_build(j) != 0) {
+        job_prompt_release(j);
         job_wait(j, OP_BEGIN, RETRY_PARSE_MS);
         return;
     }
@@ -449,7 +461,7 @@ static int reply_ok(ejob_t *j, const router_result_t *res)
     r.metadata_json = j->job->metadata_json;
     size_t len = 0;
     char *json = job_reply_encode(&r, &len);
-    chat_message_t assistant = {"assistant", res->text, res->text_len};
+    chat_message_t assistant = {.role = "assistant", .content = res->text, .content_len = res->text_len};
     j->user_entry = job_history_entry_encode(&j->job->message, &j->user_entry_len);
     j->assistant_entry = job_history_entry_encode(&assistant, &j->assistant_entry_len);
     if (!j->user_entry || !j->assistant_entry) {
@@ -571,6 +583,7 @@ static void job_llm_start(ejob_t *j)
     char err[256];
     j->stage = STAGE_LLM;
     j->call = router_start(j->e->router, &req, &cbs, err, sizeof err);
+    job_prompt_release(j); /* the router built every request body from it: not held during the call */
     if (j->call)
         return;
     router_result_t failed = {.ok = false, .error = err, .first_token_ms = -1};

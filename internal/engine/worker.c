@@ -106,10 +106,7 @@ void engine_job_finished(engine_t *e, ejob_t *j)
         e->jobs = j->next;
     if (j->next)
         j->next->prev = j->prev;
-    for (size_t i = 0; i < j->n_history; i++)
-        job_message_release(&j->history[i]);
-    free(j->history);
-    free(j->prompt);
+    job_prompt_release(j);
     free(j->reply);
     free(j->user_entry);
     free(j->assistant_entry);

@@ -588,7 +588,9 @@ static int history_entry_fast(const char *v, size_t len, chat_message_t *out)
         return 0;
     const unsigned char *p = (const unsigned char *)v;
     size_t end = len - 2; /* the closing quote of the content */
-    char *copy = base_malloc(end - at + 1);
+    size_t raw_at = at, raw_len = end - at;
+    /* one block: the content, then the entry's own escaped form of it (request bodies copy that) */
+    char *copy = base_malloc(2 * raw_len + 2);
     if (!copy)
         return -1;
     size_t n = 0;
@@ -613,9 +615,14 @@ static int history_entry_fast(const char *v, size_t len, chat_message_t *out)
         at += 2;
     }
     copy[n] = '\0';
+    char *raw = copy + n + 1;
+    memcpy(raw, v + raw_at, raw_len);
+    raw[raw_len] = '\0';
     out->role = role;
     out->content = copy;
     out->content_len = n;
+    out->content_json = raw;
+    out->content_json_len = raw_len;
     return 1;
 }
 
@@ -669,7 +676,7 @@ out:
 
 void job_message_release(chat_message_t *m)
 {
-    free((char *)m->content);
-    m->content = NULL;
-    m->content_len = 0;
+    free((char *)m->content); /* content_json, when set, is in the same block */
+    m->content = m->content_json = NULL;
+    m->content_len = m->content_json_len = 0;
 }

@@ -23,6 +23,8 @@ static bool is_system(const chat_message_t *m) { return !strcmp(m->role, "system
 
 static int content_bytes(buf_t *b, const chat_message_t *m)
 {
+    if (m->content_json)
+        return buf_append(b, m->content_json, m->content_json_len);
     return m->content ? llm_jw_str_bytes(b, m->content, m->content_len) : 0;
 }
 

@@ -147,3 +147,13 @@ int llm_jw_common_params(buf_t *b, const llm_params_t *params, const char *stop_
         return -1;
     return 0;
 }
+
+int llm_jw_content(buf_t *b, const chat_message_t *m)
+{
+    if (!m->content_json)
+        return llm_jw_string(b, "content", m->content ? m->content : "", m->content ? m->content_len : 0);
+    return llm_jw_key(b, "content") < 0 || llm_jw_str_open(b) < 0 ||
+                   buf_append(b, m->content_json, m->content_json_len) < 0 || llm_jw_str_close(b) < 0
+               ? -1
+               : 0;
+}

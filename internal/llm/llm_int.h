@@ -49,6 +49,8 @@ int llm_jw_str_bytes(buf_t *b, const char *s, size_t n); /* escaped, invalid UTF
 int llm_jw_str_close(buf_t *b);
 int llm_jw_key(buf_t *b, const char *key); /* ,"key": — comma only when the object has members */
 int llm_jw_string(buf_t *b, const char *key, const char *s, size_t n);
+/* "content":"..." of m: its content_json copied when it has one, else its content escaped. */
+int llm_jw_content(buf_t *b, const chat_message_t *m);
 int llm_jw_double(buf_t *b, const char *key, double v);
 int llm_jw_int(buf_t *b, const char *key, int64_t v);
 int llm_jw_bool(buf_t *b, const char *key, bool v);

@@ -28,9 +28,7 @@ static int openai_body(buf_t *b, const config_provider_t *p, const chat_message_
             return -1;
         if (llm_jw_key(b, NULL) < 0 || buf_append(b, "{", 1) < 0 ||
             llm_jw_string(b, "role", msgs[i].role, strlen(msgs[i].role)) < 0 ||
-            llm_jw_string(b, "content", msgs[i].content ? msgs[i].content : "",
-                          msgs[i].content ? msgs[i].content_len : 0) < 0 ||
-            buf_append(b, "}", 1) < 0)
+            llm_jw_content(b, &msgs[i]) < 0 || buf_append(b, "}", 1) < 0)
             goto nomem;
     }
     if (buf_append(b, "]", 1) < 0 || llm_jw_common_params(b, params, "stop") < 0)

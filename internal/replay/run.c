@@ -217,7 +217,8 @@ static int build_prompt(task_t *t)
     for (size_t j = 0; j < t->k; j++) {
         t->msgs[n++] = l->messages[t->conv->turns[j]];
         if (t->answers[j])
-            t->msgs[n++] = (chat_message_t){"assistant", t->answers[j], strlen(t->answers[j])};
+            t->msgs[n++] = (chat_message_t){
+                .role = "assistant", .content = t->answers[j], .content_len = strlen(t->answers[j])};
     }
     t->msgs[n++] = l->messages[u];
     t->n_msgs = n;

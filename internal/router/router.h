@@ -78,7 +78,7 @@ typedef struct {
 
 typedef struct {
     const config_route_t *route;
-    const chat_message_t *messages; /* must stay valid until on_done (or router_cancel) */
+    const chat_message_t *messages; /* read only inside router_start, which builds every request body */
     size_t n_messages;
     const llm_params_t *params; /* NULL = none; copied into the requests at start */
     int64_t deadline_mono_ms;   /* base_mono_ms() instant after which the call fails; 0 = none */

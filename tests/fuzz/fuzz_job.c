@@ -160,6 +160,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(cJSON_IsString(role) && strcmp(role->valuestring, m.role) == 0);
         CHECK(cJSON_IsString(content) && strcmp(content->valuestring, m.content) == 0);
         cJSON_Delete(ref);
+        if (m.content_json) { /* the escaped form kept for request bodies reads back as the content */
+            char *lit = malloc(m.content_json_len + 3);
+            CHECK(lit);
+            lit[0] = '"';
+            memcpy(lit + 1, m.content_json, m.content_json_len);
+            memcpy(lit + 1 + m.content_json_len, "\"", 2);
+            cJSON *s = cJSON_Parse(lit);
+            CHECK(cJSON_IsString(s) && strcmp(s->valuestring, m.content) == 0);
+            cJSON_Delete(s);
+            free(lit);
+        }
         job_message_release(&m);
     }
     check_escaper(v, size);

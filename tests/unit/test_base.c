@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,12 +72,18 @@ static void log_masks_registered_secrets(void **state)
     log_register_secret("sk-abcdef123");
     log_info("calling provider", LOG_S("url", "http://x/?key=sk-abcdef123"), LOG_I("n", 3),
              LOG_S("q", "a\"b"));
-    log_info("near misses", LOG_S("v", "ssk-abcdef12 ssk-abcdef123s\t"));
+    log_info("near misses", LOG_S("v", "ssk-abcdef12 ssk-abcdef123s\t"), LOG_I("neg", -1234567890123LL),
+             LOG_I("min", LLONG_MIN), LOG_I("zero", 0));
     log_debug("no fields");
     fclose(out);
     assert_null(strstr(text, "sk-abcdef123"));
     assert_non_null(strstr(text, "\"url\":\"http://x/?key=***\""));
     assert_non_null(strstr(text, "\"n\":3"));
+    assert_non_null(strstr(text, "\"neg\":-1234567890123,\"min\":-9223372036854775808,\"zero\":0}"));
+    /* {"ts":"YYYY-MM-DDTHH:MM:SS.mmmZ", */
+    assert_true(strlen(text) > 33 && strncmp(text, "{\"ts\":\"20", 9) == 0 && text[11] == '-' &&
+                text[14] == '-' && text[17] == 'T' && text[20] == ':' && text[23] == ':' && text[26] == '.' &&
+                text[30] == 'Z');
     assert_non_null(strstr(text, "\"q\":\"a\\\"b\""));
     assert_non_null(strstr(text, "\"v\":\"ssk-abcdef12 s***s\\u0009\""));
     assert_non_null(strstr(text, "\"msg\":\"no fields\"}"));
@@ -101,6 +108,29 @@ static void log_text_format_and_levels(void **state)
     assert_int_equal(log_level_parse("loud"), -1);
     assert_int_equal(log_format_parse("text"), LOG_FORMAT_TEXT);
     log_setup(LOG_INFO, LOG_FORMAT_JSON, stderr);
+}
+
+/* The vector and word paths of base_json_plain_run agree with a byte-at-a-time reading: every special byte
+ * (control, quote, backslash, >= 0x80) at every position of a 48-byte run. */
+static void json_plain_run_finds_every_special_byte(void **state)
+{
+    static const unsigned char specials[] = {0x00, 0x1f, '"', '\\', 0x80, 0xc3, 0xff};
+    unsigned char text[48];
+    for (size_t k = 0; k < sizeof specials; k++) {
+        for (size_t at = 0; at < sizeof text; at++) {
+            memset(text, 'a', sizeof text);
+            text[at] = specials[k];
+            for (size_t n = 0; n <= sizeof text; n++) {
+                size_t want = at < n ? at : n;
+                if (base_json_plain_run(text, n) != want)
+                    fail_msg("byte 0x%02x at %zu, n %zu: %zu, want %zu", specials[k], at, n,
+                             base_json_plain_run(text, n), want);
+            }
+        }
+    }
+    memset(text, 0x7f, sizeof text); /* DEL and space are plain */
+    text[0] = ' ';
+    assert_int_equal(base_json_plain_run(text, sizeof text), sizeof text);
 }
 
 static void log_batch_holds_info_until_flush(void **state)
@@ -139,6 +169,7 @@ int main(void)
         cmocka_unit_test(log_masks_registered_secrets),
         cmocka_unit_test(log_text_format_and_levels),
         cmocka_unit_test(log_batch_holds_info_until_flush),
+        cmocka_unit_test(json_plain_run_finds_every_special_byte),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }

@@ -225,6 +225,37 @@ static void request_content_is_escaped_and_utf8_safe(void **state)
     }
 }
 
+/* A message carrying its content already escaped (a stored history entry) gives the same body as one
+ * that is escaped here, for both providers, merges and system prompt included. */
+static void content_json_gives_the_same_body(void **state)
+{
+    chat_message_t plain[] = {{.role = "system", .content = "be \"brief\"", .content_len = 10},
+                              {.role = "user", .content = "line1\nline2 caf\xc3\xa9", .content_len = 17},
+                              {.role = "user", .content = "tab\there", .content_len = 8},
+                              {.role = "assistant", .content = "back\\slash", .content_len = 10},
+                              {.role = "user", .content = "last", .content_len = 4}};
+    chat_message_t stored[BASE_ARRAY_LEN(plain)];
+    memcpy(stored, plain, sizeof plain);
+    static const char *const escaped[] = {"be \\\"brief\\\"", "line1\\nline2 caf\xc3\xa9", "tab\\there",
+                                          "back\\\\slash", "last"};
+    for (size_t i = 0; i < BASE_ARRAY_LEN(stored); i++) {
+        stored[i].content_json = escaped[i];
+        stored[i].content_json_len = strlen(escaped[i]);
+    }
+    char err[128];
+    for (int t = PROVIDER_OPENAI; t <= PROVIDER_ANTHROPIC; t++) {
+        config_provider_t p = provider((provider_type_t)t, "k");
+        llm_request_t a, b;
+        assert_int_equal(
+            llm_request_build(&p, plain, BASE_ARRAY_LEN(plain), NULL, false, &a, err, sizeof err), 0);
+        assert_int_equal(
+            llm_request_build(&p, stored, BASE_ARRAY_LEN(stored), NULL, false, &b, err, sizeof err), 0);
+        assert_string_equal(a.body, b.body);
+        llm_request_free(&a);
+        llm_request_free(&b);
+    }
+}
+
 static void configured_headers_replace_defaults_and_are_checked(void **state)
 {
     config_kv_t extra[] = {{"accept", "application/x-ndjson"}, {"api-key", "azure-secret"}};
@@ -937,6 +968,7 @@ int main(void)
         cmocka_unit_test(anthropic_request_maps_system_merges_and_drops_seed),
         cmocka_unit_test(anthropic_request_defaults),
         cmocka_unit_test(request_content_is_escaped_and_utf8_safe),
+        cmocka_unit_test(content_json_gives_the_same_body),
         cmocka_unit_test(configured_headers_replace_defaults_and_are_checked),
         cmocka_unit_test(request_errors_never_show_the_key),
         cmocka_unit_test(prompt_tokens_estimate),
