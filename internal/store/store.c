@@ -1101,6 +1101,7 @@ static bool req_command(store_t *s, store_req_t *q, int argc, const char **argv,
             cmd[len++] = '\r';
             cmd[len++] = '\n';
         }
+        cmd[len] = '\0'; /* hiredis scans the command for its name with string functions */
         rc = redisAsyncFormattedCommand(s->ac, req_reply_cb, q, cmd, len);
         if (cmd != stack)
             free(cmd);
