@@ -475,19 +475,27 @@ static void rate_limit_with_retry_after(void **state)
     resp_free(&r);
 }
 
-static void cut_stream_has_no_done(void **state)
+/* An OpenAI stream the mock cuts after 3 deltas, over HTTP/2 or HTTP/1.1: it has the 3 deltas and no
+ * [DONE], and the mock counts one cut stream; returns how the transfer ended. */
+static CURLcode cut_openai_stream(bool h2)
 {
     knobs(fx.oa_url, "{\"cut_after\":3,\"token_ms\":1}");
-    resp_t r = {0};
+    resp_t r = {.h2 = h2};
     http(NULL, fx.oa_url, "/v1/chat/completions", req(oa_req, ",\"stream\":true"), 5000, &r);
-    assert_int_not_equal(r.code, CURLE_OK); /* the chunked body never ended */
     sse_t s;
     sse_parse(r.body.data, DEV_MOCK_OPENAI, &s);
     assert_false(s.done);
     assert_int_equal(s.n_deltas, 3);
     resp_free(&r);
     assert_int_equal((int)stats_wait(fx.oa_url, "cut_streams", 1), 1);
+    return r.code;
+}
 
+static void cut_stream_has_no_done(void **state)
+{
+    assert_int_not_equal(cut_openai_stream(false), CURLE_OK); /* the chunked body never ended */
+    resp_t r = {0};
+    sse_t s;
     knobs(fx.an_url, "{\"error_after\":2}");
     http(NULL, fx.an_url, "/v1/messages", req(an_req, ",\"stream\":true"), 5000, &r);
     assert_int_equal(r.code, CURLE_OK);
@@ -904,16 +912,8 @@ static void h2_reset_stream_is_a_disconnect(void **state)
 
 static void h2_cut_resets_stream(void **state)
 {
-    knobs(fx.oa_url, "{\"cut_after\":3,\"token_ms\":1}");
+    assert_int_equal(cut_openai_stream(true), CURLE_HTTP2_STREAM);
     resp_t r = {0};
-    http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ",\"stream\":true"), 5000, &r);
-    assert_int_equal(r.code, CURLE_HTTP2_STREAM);
-    sse_t s;
-    sse_parse(r.body.data, DEV_MOCK_OPENAI, &s);
-    assert_false(s.done);
-    assert_int_equal(s.n_deltas, 3);
-    resp_free(&r);
-    assert_int_equal((int)stats_wait(fx.oa_url, "cut_streams", 1), 1);
     http2(fx.oa_url, "/v1/chat/completions", req(oa_req, ""), 5000, &r); /* a JSON answer: 3 bytes */
     assert_int_not_equal(r.code, CURLE_OK);
     assert_true(r.body.len <= 3);

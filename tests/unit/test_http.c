@@ -535,12 +535,12 @@ static void call_free(call_t *k)
     buf_free(&k->body);
 }
 
-static const char *url(char *buf, size_t n, const char *path)
+static const char *url2(char *buf, size_t n, const char *scheme, int port, const char *path)
 {
-    snprintf(buf, n, "http://127.0.0.1:%d%s", g_port, path);
+    snprintf(buf, n, "%s://127.0.0.1:%d%s", scheme, port, path);
     return buf;
 }
-#define URL(path) url((char[256]){0}, 256, (path))
+#define URL(path) url2((char[256]){0}, 256, "http", g_port, (path))
 
 /* Runs one transfer to its end and returns with its record filled. */
 static void run_one(env_t *e, call_t *k, http_request_t *req, int64_t max_ms)
@@ -568,36 +568,147 @@ static int count_streaming(const call_t *k, int n)
     return got;
 }
 
-static void post_body_arrives_intact(void **state)
+/* Waits until the n calls are done; each must have succeeded, with bodies[i] as its body unless bodies is
+ * NULL. Frees their buffers. */
+static void finish_all_ok(env_t *e, call_t *k, int n, int64_t ms, char (*bodies)[32])
 {
-    env_t e;
-    env_init(&e, NULL);
+    RUN_UNTIL(e, count_done(k, n) == n, ms);
+    assert_int_equal(count_done(k, n), n);
+    for (int i = 0; i < n; i++) {
+        if (k[i].code != HTTP_OK)
+            printf("call %d: %s: %s\n", i, http_code_name(k[i].code), k[i].error);
+        assert_int_equal(k[i].code, HTTP_OK);
+        if (bodies)
+            assert_string_equal(k[i].body.data, bodies[i]);
+        call_free(&k[i]);
+    }
+}
+
+/* Starts req n times, on k[0] to k[n - 1]. */
+static void start_n(env_t *e, call_t *k, int n, http_request_t *req)
+{
+    for (int i = 0; i < n; i++)
+        start(e, &k[i], req);
+}
+
+/* The client's counters, which must show `started` and `completed` transfers so far and `in_flight` now. */
+static http_stats_t expect_counts(env_t *e, uint64_t started, uint64_t completed, size_t in_flight)
+{
+    http_stats_t st;
+    http_client_stats(e->client, &st);
+    assert_int_equal(st.started, started);
+    assert_int_equal(st.completed, completed);
+    assert_int_equal(st.in_flight, in_flight);
+    return st;
+}
+
+/* Runs n buffered POSTs of "request-<i>" to u, an /echo, all at once: all n are in flight (h2_streams of
+ * them as native HTTP/2 streams), then each gets its own body back. */
+static void run_echoes(env_t *e, int n, http_version_t version, const char *u, int64_t timeout_ms,
+                       size_t h2_streams)
+{
+    call_t *k = calloc((size_t)n, sizeof *k);
+    char(*bodies)[32] = calloc((size_t)n, 32);
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(bodies[i], 32, "request-%d", i);
+        http_request_t req = {.version = version,
+                              .url = u,
+                              .body = bodies[i],
+                              .body_len = (size_t)len,
+                              .buffer_body = true,
+                              .total_timeout_ms = timeout_ms};
+        start(e, &k[i], &req);
+    }
+    http_stats_t st;
+    http_client_stats(e->client, &st);
+    assert_int_equal(st.in_flight, n);
+    assert_int_equal(st.h2_streams, h2_streams);
+    finish_all_ok(e, k, n, timeout_ms, bodies);
+    free(k);
+    free(bodies);
+}
+
+/* POSTs 20,000 binary bytes with the headers (X-Test: hello there among them) to u, an /echo, wiping and
+ * freeing the source right after http_start: the same bytes and the header must come back. */
+static void post_echo(env_t *e, call_t *k, http_version_t version, const char *u, const char *const *headers,
+                      size_t n_headers)
+{
     size_t n = 20000;
     char *body = malloc(n);
     for (size_t i = 0; i < n; i++)
         body[i] = (char)(i * 7);
     char *copy = malloc(n);
     memcpy(copy, body, n);
-    const char *headers[] = {"Content-Type: application/octet-stream", "X-Test: hello there"};
-    http_request_t req = {.url = URL("/echo"),
+    http_request_t req = {.version = version,
+                          .url = u,
                           .headers = headers,
-                          .n_headers = 2,
+                          .n_headers = n_headers,
                           .body = copy,
                           .body_len = n,
                           .copy_body = true,
                           .buffer_body = true};
-    call_t k = {.want_header = "X-Echo-Header"};
-    start(&e, &k, &req);
+    k->want_header = "X-Echo-Header";
+    start(e, k, &req);
     memset(copy, 0, n); /* http copied it */
     free(copy);
-    RUN_UNTIL(&e, k.done, 3000);
-    assert_int_equal(k.code, HTTP_OK);
-    assert_int_equal(k.status, 200);
-    assert_int_equal(k.body.len, n);
-    assert_memory_equal(k.body.data, body, n);
-    assert_string_equal(k.hdr, "hello there");
-    assert_string_equal(k.hdr_done, "hello there");
+    RUN_UNTIL(e, k->done, 3000);
+    assert_int_equal(k->code, HTTP_OK);
+    assert_int_equal(k->status, 200);
+    assert_int_equal(k->body.len, n);
+    assert_memory_equal(k->body.data, body, n);
+    assert_string_equal(k->hdr, "hello there");
+    assert_string_equal(k->hdr_done, "hello there");
     free(body);
+}
+
+/* Runs req (a GET of /stream?n=20) to its end: it succeeds with "chunk-0\n".."chunk-19\n" in order. */
+static void run_twenty_chunks(env_t *e, call_t *k, http_request_t *req)
+{
+    run_one(e, k, req, 5000);
+    assert_int_equal(k->code, HTTP_OK);
+    buf_t want;
+    buf_init(&want, 0);
+    for (int i = 0; i < 20; i++)
+        buf_printf(&want, "chunk-%d\n", i);
+    assert_int_equal(k->data.len, want.len);
+    assert_memory_equal(k->data.data, want.data, want.len);
+    assert_int_equal(k->bytes, want.len);
+    buf_free(&want);
+}
+
+/* On a new client: starts req (a long stream) and cancels it once 3 chunks came. The stats count the
+ * cancel at once, no callback runs after it, and the server sees it (server_saw, its counter for the
+ * request's tag, reaches 1). */
+static void cancel_after_three_chunks(env_t *e, http_request_t *req, atomic_long *server_saw)
+{
+    call_t k = {0};
+    start(e, &k, req);
+    RUN_UNTIL(e, k.chunks >= 3, 3000);
+    assert_true(k.chunks >= 3);
+    k.cancelled = true;
+    http_cancel(k.t);
+    int seen = k.chunks;
+    http_stats_t st;
+    http_client_stats(e->client, &st);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.cancelled, 1);
+    assert_int_equal(st.h2_streams, 0);
+    RUN_UNTIL(e, srv(server_saw) == 1, 2000);
+    assert_int_equal(srv(server_saw), 1);
+    run_for(e, 100);
+    assert_int_equal(k.chunks, seen);
+    assert_int_equal(k.done, 0);
+    assert_int_equal(k.after_cancel, 0);
+    call_free(&k);
+}
+
+static void post_body_arrives_intact(void **state)
+{
+    env_t e;
+    env_init(&e, NULL);
+    const char *headers[] = {"Content-Type: application/octet-stream", "X-Test: hello there"};
+    call_t k = {0};
+    post_echo(&e, &k, HTTP_VERSION_AUTO, URL("/echo"), headers, 2);
     call_free(&k);
     env_close(&e);
 }
@@ -619,11 +730,7 @@ static void buffered_json_response(void **state)
     assert_string_equal(k.body.data, "{\"ok\":true}");
     assert_int_equal(k.bytes, 11);
     assert_true(k.response_ms >= 0 && k.response_ms <= k.first_byte_ms && k.first_byte_ms <= k.total_ms);
-    http_stats_t st;
-    http_client_stats(e.client, &st);
-    assert_int_equal(st.started, 1);
-    assert_int_equal(st.completed, 1);
-    assert_int_equal(st.in_flight, 0);
+    http_stats_t st = expect_counts(&e, 1, 1, 0);
     assert_int_equal(st.idle_handles, 1);
     call_free(&k);
     env_close(&e);
@@ -635,18 +742,9 @@ static void streamed_chunks_arrive_in_order(void **state)
     env_init(&e, NULL);
     http_request_t req = {.method = HTTP_GET, .url = URL("/stream?n=20&gap=5"), .idle_timeout_ms = 2000};
     call_t k = {0};
-    run_one(&e, &k, &req, 5000);
-    assert_int_equal(k.code, HTTP_OK);
-    buf_t want;
-    buf_init(&want, 0);
-    for (int i = 0; i < 20; i++)
-        buf_printf(&want, "chunk-%d\n", i);
-    assert_int_equal(k.data.len, want.len);
-    assert_memory_equal(k.data.data, want.data, want.len);
-    assert_int_equal(k.bytes, want.len);
+    run_twenty_chunks(&e, &k, &req);
     assert_true(k.chunks > 1);
     assert_null(k.body.data); /* not buffered */
-    buf_free(&want);
     call_free(&k);
     env_close(&e);
 }
@@ -842,6 +940,46 @@ static int run_quiet(char *const argv[])
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* Makes the directory dir (a mkdtemp template) holding a self-signed certificate for 127.0.0.1 (its own
+ * CA) in cert and its key in key; 0, or -1. */
+static int make_cert(char *dir, char *cert, size_t cert_size, char *key, size_t key_size)
+{
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(cert, cert_size, "%s/cert.pem", dir);
+    snprintf(key, key_size, "%s/key.pem", dir);
+    char *req[] = {"openssl",
+                   "req",
+                   "-x509",
+                   "-newkey",
+                   "ec",
+                   "-pkeyopt",
+                   "ec_paramgen_curve:prime256v1",
+                   "-nodes",
+                   "-keyout",
+                   key,
+                   "-out",
+                   cert,
+                   "-days",
+                   "1",
+                   "-subj",
+                   "/CN=127.0.0.1",
+                   "-addext",
+                   "subjectAltName=IP:127.0.0.1",
+                   NULL};
+    return run_quiet(req) == 0 ? 0 : -1;
+}
+
+/* The three ways to call u on a TLS server whose certificate is ca_file: verified against the system's
+ * CAs (it must fail), against ca_file, and not verified at all. */
+static void tls_requests(http_request_t out[3], http_version_t version, const char *u, const char *ca_file)
+{
+    for (int i = 0; i < 3; i++)
+        out[i] = (http_request_t){.method = HTTP_GET, .version = version, .url = u, .total_timeout_ms = 5000};
+    out[1].ca_file = ca_file;
+    out[2].tls_insecure = true;
+}
+
 static bool port_accepts(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -906,30 +1044,8 @@ static void allocation_failures_are_clean(void **state)
 static void tls_verification(void **state)
 {
     char dir[] = "/tmp/test_http_tls_XXXXXX";
-    assert_non_null(mkdtemp(dir));
     char cert[64], key[64];
-    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
-    snprintf(key, sizeof key, "%s/key.pem", dir);
-    char *req[] = {"openssl",
-                   "req",
-                   "-x509",
-                   "-newkey",
-                   "ec",
-                   "-pkeyopt",
-                   "ec_paramgen_curve:prime256v1",
-                   "-nodes",
-                   "-keyout",
-                   key,
-                   "-out",
-                   cert,
-                   "-days",
-                   "1",
-                   "-subj",
-                   "/CN=127.0.0.1",
-                   "-addext",
-                   "subjectAltName=IP:127.0.0.1",
-                   NULL};
-    assert_int_equal(run_quiet(req), 0);
+    assert_int_equal(make_cert(dir, cert, sizeof cert, key, sizeof key), 0);
     int port;
     close(bind_loopback(&port));
     char accept[32];
@@ -953,14 +1069,12 @@ static void tls_verification(void **state)
     snprintf(u, sizeof u, "https://127.0.0.1:%d/", port);
     env_t e;
     env_init(&e, NULL);
-    http_request_t plain = {.method = HTTP_GET, .url = u, .total_timeout_ms = 5000};
-    http_request_t with_ca = {.method = HTTP_GET, .url = u, .total_timeout_ms = 5000, .ca_file = cert};
-    http_request_t insecure = {.method = HTTP_GET, .url = u, .total_timeout_ms = 5000, .tls_insecure = true};
-    http_request_t *reqs[] = {&plain, &with_ca, &insecure};
+    http_request_t reqs[3];
+    tls_requests(reqs, HTTP_VERSION_AUTO, u, cert);
     http_code_t want[] = {HTTP_ERR_TLS, HTTP_OK, HTTP_OK};
     for (size_t i = 0; i < BASE_ARRAY_LEN(reqs); i++) {
         call_t k = {0};
-        run_one(&e, &k, reqs[i], 6000);
+        run_one(&e, &k, &reqs[i], 6000);
         assert_int_equal(k.code, want[i]);
         if (want[i] == HTTP_OK)
             assert_int_equal(k.status, 200);
@@ -978,24 +1092,7 @@ static void cancel_mid_stream_closes_the_connection(void **state)
     env_t e;
     env_init(&e, NULL);
     http_request_t req = {.method = HTTP_GET, .url = URL("/stream?n=1000&gap=10&tag=1")};
-    call_t k = {0};
-    start(&e, &k, &req);
-    RUN_UNTIL(&e, k.chunks >= 3, 3000);
-    assert_true(k.chunks >= 3);
-    k.cancelled = true;
-    http_cancel(k.t);
-    int seen = k.chunks;
-    http_stats_t st;
-    http_client_stats(e.client, &st);
-    assert_int_equal(st.in_flight, 0);
-    assert_int_equal(st.cancelled, 1);
-    RUN_UNTIL(&e, srv(&g_stats->eof_tag[1]) == 1, 2000);
-    assert_int_equal(srv(&g_stats->eof_tag[1]), 1);
-    run_for(&e, 100);
-    assert_int_equal(k.chunks, seen);
-    assert_int_equal(k.done, 0);
-    assert_int_equal(k.after_cancel, 0);
-    call_free(&k);
+    cancel_after_three_chunks(&e, &req, &g_stats->eof_tag[1]); /* the server saw the connection close */
     env_close(&e);
 }
 
@@ -1095,10 +1192,7 @@ static void start_from_inside_callbacks(void **state)
     assert_true(middle.done && streaming.chunks >= 1);
     assert_int_equal(last.code, HTTP_OK);
     assert_string_equal(last.body.data, "{\"ok\":true}");
-    http_stats_t st;
-    http_client_stats(e.client, &st);
-    assert_int_equal(st.started, 3);
-    assert_int_equal(st.completed, 3);
+    expect_counts(&e, 3, 3, 0);
     call_free(&streaming);
     call_free(&middle);
     call_free(&last);
@@ -1110,33 +1204,9 @@ static void many_concurrent_transfers(void **state)
     enum { N = 500 };
     env_t e;
     env_init(&e, NULL);
-    call_t *k = calloc(N, sizeof *k);
-    char(*bodies)[32] = calloc(N, 32);
-    for (int i = 0; i < N; i++) {
-        int n = snprintf(bodies[i], 32, "request-%d", i);
-        http_request_t req = {.url = URL("/echo"),
-                              .body = bodies[i],
-                              .body_len = (size_t)n,
-                              .buffer_body = true,
-                              .total_timeout_ms = 20000};
-        start(&e, &k[i], &req);
-    }
-    http_stats_t st;
-    http_client_stats(e.client, &st);
-    assert_int_equal(st.in_flight, N);
-    RUN_UNTIL(&e, count_done(k, N) == N, 20000);
-    assert_int_equal(count_done(k, N), N);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(k[i].code, HTTP_OK);
-        assert_string_equal(k[i].body.data, bodies[i]);
-        call_free(&k[i]);
-    }
-    http_client_stats(e.client, &st);
-    assert_int_equal(st.completed, N);
-    assert_int_equal(st.in_flight, 0);
+    run_echoes(&e, N, HTTP_VERSION_AUTO, URL("/echo"), 20000, 0);
+    http_stats_t st = expect_counts(&e, N, N, 0);
     assert_true(st.idle_handles <= HTTP_DEFAULT_MAX_IDLE_HANDLES);
-    free(k);
-    free(bodies);
     env_close(&e);
 }
 
@@ -1152,16 +1222,11 @@ static void keep_alive_connections_are_reused(void **state)
     long conns0 = srv(&g_stats->connections), reqs0 = srv(&g_stats->requests);
     call_t k[N] = {0};
     http_request_t req = {.method = HTTP_GET, .url = URL("/json")};
-    for (int i = 0; i < N; i++)
-        start(&e, &k[i], &req);
-    RUN_UNTIL(&e, count_done(k, N) == N, 10000);
-    assert_int_equal(count_done(k, N), N);
+    start_n(&e, k, N, &req);
+    finish_all_ok(&e, k, N, 10000, NULL);
     int reused = 0;
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(k[i].code, HTTP_OK);
+    for (int i = 0; i < N; i++)
         reused += k[i].reused;
-        call_free(&k[i]);
-    }
     assert_int_equal(srv(&g_stats->requests) - reqs0, N);
     assert_true(srv(&g_stats->connections) - conns0 <= 2);
     assert_true(reused >= N - 2);
@@ -1192,8 +1257,7 @@ static void close_with_transfers_in_flight(void **state)
     env_init(&e, NULL);
     call_t k[N] = {0};
     http_request_t req = {.method = HTTP_GET, .url = URL("/stall?n=1&tag=6")};
-    for (int i = 0; i < N; i++)
-        start(&e, &k[i], &req);
+    start_n(&e, k, N, &req);
     RUN_UNTIL(&e, count_streaming(k, N) == N, 3000);
     assert_int_equal(count_streaming(k, N), N);
     /* A call whose on_done closes the client while the stalled ones still run. */
@@ -1221,8 +1285,7 @@ static void close_from_inside_on_data(void **state)
     env_init(&e, NULL);
     call_t k[N] = {0};
     http_request_t req = {.method = HTTP_GET, .url = URL("/stall?n=1&tag=7")};
-    for (int i = 0; i < N; i++)
-        start(&e, &k[i], &req);
+    start_n(&e, k, N, &req);
     call_t closer = {.close_client_in_data = true};
     http_request_t rs = {.method = HTTP_GET, .url = URL("/stream?n=50&gap=5&tag=8")};
     RUN_UNTIL(&e, count_streaming(k, N) == N, 3000);
@@ -1266,8 +1329,7 @@ static void memory_per_transfer(void **state)
                           .total_timeout_ms = 20000,
                           .first_byte_timeout_ms = 10000,
                           .idle_timeout_ms = 10000};
-    for (int i = 0; i < N; i++)
-        start(&e, &k[i], &req);
+    start_n(&e, k, N, &req);
     size_t started = mallinfo2().uordblks;
     RUN_UNTIL(&e, srv(&g_stats->requests) - reqs0 >= N, 10000);
     assert_int_equal(srv(&g_stats->requests) - reqs0, N);
@@ -1280,12 +1342,7 @@ static void memory_per_transfer(void **state)
         printf("http memory: %d transfers in flight on %zu sockets, buffer %ld B: %.0f B heap per transfer "
                "(%.0f B right after http_start)\n",
                N, st.sockets, o.receive_buffer_bytes, per, ((double)started - (double)base) / N);
-    RUN_UNTIL(&e, count_done(k, N) == N, 15000);
-    assert_int_equal(count_done(k, N), N);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(k[i].code, HTTP_OK);
-        call_free(&k[i]);
-    }
+    finish_all_ok(&e, k, N, 15000, NULL);
     assert_true(peak == 0 || (per > 1000 && per < 16384));
     free(k);
     call_free(&warm);
@@ -1706,30 +1763,7 @@ static int h2_server_start(void)
     if (g_h2 == MAP_FAILED)
         return -1;
     snprintf(g_h2_dir, sizeof g_h2_dir, "/tmp/test_http2_XXXXXX");
-    if (!mkdtemp(g_h2_dir))
-        return -1;
-    snprintf(g_h2_cert, sizeof g_h2_cert, "%s/cert.pem", g_h2_dir);
-    snprintf(g_h2_key, sizeof g_h2_key, "%s/key.pem", g_h2_dir);
-    char *req[] = {"openssl",
-                   "req",
-                   "-x509",
-                   "-newkey",
-                   "ec",
-                   "-pkeyopt",
-                   "ec_paramgen_curve:prime256v1",
-                   "-nodes",
-                   "-keyout",
-                   g_h2_key,
-                   "-out",
-                   g_h2_cert,
-                   "-days",
-                   "1",
-                   "-subj",
-                   "/CN=127.0.0.1",
-                   "-addext",
-                   "subjectAltName=IP:127.0.0.1",
-                   NULL};
-    if (run_quiet(req) != 0)
+    if (make_cert(g_h2_dir, g_h2_cert, sizeof g_h2_cert, g_h2_key, sizeof g_h2_key) != 0)
         return -1;
     int fds[3];
     int *ports[3] = {&g_h2_port, &g_h2s_port, &g_h2s_noalpn_port};
@@ -1757,14 +1791,7 @@ static void h2_server_stop(void)
 
 /* ================= native HTTP/2 tests ================= */
 
-static const char *url2(char *buf, size_t n, const char *scheme, int port, const char *path)
-{
-    snprintf(buf, n, "%s://127.0.0.1:%d%s", scheme, port, path);
-    return buf;
-}
 #define URL2(path) url2((char[256]){0}, 256, "http", g_h2_port, (path))
-
-static long srv2(atomic_long *v) { return atomic_load(v); }
 
 static size_t h2_conns(env_t *e)
 {
@@ -1773,11 +1800,24 @@ static size_t h2_conns(env_t *e)
     return st.h2_connections;
 }
 
+/* One more GET /json over HTTP/2 goes on the connection the test began with, which is still the only one. */
+static void h2_next_call_reuses(env_t *e, long conns0)
+{
+    http_request_t next = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json")};
+    call_t n = {0};
+    run_one(e, &n, &next, 3000);
+    assert_int_equal(n.code, HTTP_OK);
+    assert_true(n.reused);
+    assert_int_equal(h2_conns(e), 1);
+    assert_int_equal(srv(&g_h2->connections) - conns0, 1);
+    call_free(&n);
+}
+
 static void h2_get_and_post_round_trip(void **state)
 {
     env_t e;
     env_init(&e, NULL);
-    long conns0 = srv2(&g_h2->connections), rst0 = srv2(&g_h2->rst_received);
+    long conns0 = srv(&g_h2->connections), rst0 = srv(&g_h2->rst_received);
     http_request_t get = {
         .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json"), .buffer_body = true};
     call_t g = {.want_header = "Content-Type"};
@@ -1792,32 +1832,10 @@ static void h2_get_and_post_round_trip(void **state)
     assert_false(g.reused);
     assert_true(g.response_ms >= 0 && g.first_byte_ms >= g.response_ms && g.total_ms >= g.first_byte_ms);
 
-    size_t n = 20000;
-    char *body = malloc(n);
-    for (size_t i = 0; i < n; i++)
-        body[i] = (char)(i * 7);
-    char *copy = malloc(n);
-    memcpy(copy, body, n);
     const char *headers[] = {"Content-Type: application/octet-stream", "X-Test: hello there",
                              "Connection: close", "Expect:"};
-    http_request_t post = {.version = HTTP_VERSION_2,
-                           .url = URL2("/echo"),
-                           .headers = headers,
-                           .n_headers = 4,
-                           .body = copy,
-                           .body_len = n,
-                           .copy_body = true,
-                           .buffer_body = true};
-    call_t p = {.want_header = "X-Echo-Header"};
-    start(&e, &p, &post);
-    memset(copy, 0, n); /* http copied it */
-    free(copy);
-    RUN_UNTIL(&e, p.done, 3000);
-    assert_int_equal(p.code, HTTP_OK);
-    assert_int_equal(p.status, 200);
-    assert_int_equal(p.body.len, n);
-    assert_memory_equal(p.body.data, body, n);
-    assert_string_equal(p.hdr, "hello there");
+    call_t p = {0};
+    post_echo(&e, &p, HTTP_VERSION_2, URL2("/echo"), headers, 4);
     assert_true(p.reused);
 
     http_request_t ua = {.version = HTTP_VERSION_2, .url = URL2("/echo"), .body = "", .body_len = 0};
@@ -1826,16 +1844,11 @@ static void h2_get_and_post_round_trip(void **state)
     assert_int_equal(u.code, HTTP_OK);
     assert_memory_equal(u.hdr, "parley/", 7);
 
-    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
-    assert_int_equal(srv2(&g_h2->rst_received) - rst0, 0); /* a complete exchange needs no reset */
+    assert_int_equal(srv(&g_h2->connections) - conns0, 1);
+    assert_int_equal(srv(&g_h2->rst_received) - rst0, 0); /* a complete exchange needs no reset */
     assert_int_equal(h2_conns(&e), 1);
-    http_stats_t st;
-    http_client_stats(e.client, &st);
-    assert_int_equal(st.started, 3);
-    assert_int_equal(st.completed, 3);
-    assert_int_equal(st.in_flight, 0);
+    http_stats_t st = expect_counts(&e, 3, 3, 0);
     assert_int_equal(st.h2_streams, 0);
-    free(body);
     call_free(&g);
     call_free(&p);
     call_free(&u);
@@ -1847,33 +1860,10 @@ static void h2_concurrent_streams_share_one_connection(void **state)
     enum { N = 200 };
     env_t e;
     env_init(&e, NULL);
-    long conns0 = srv2(&g_h2->connections);
-    call_t *k = calloc(N, sizeof *k);
-    char(*bodies)[32] = calloc(N, 32);
-    for (int i = 0; i < N; i++) {
-        int n = snprintf(bodies[i], 32, "request-%d", i);
-        http_request_t req = {.version = HTTP_VERSION_2,
-                              .url = URL2("/echo"),
-                              .body = bodies[i],
-                              .body_len = (size_t)n,
-                              .buffer_body = true,
-                              .total_timeout_ms = 10000};
-        start(&e, &k[i], &req);
-    }
-    http_stats_t st;
-    http_client_stats(e.client, &st);
-    assert_int_equal(st.in_flight, N);
-    assert_int_equal(st.h2_streams, N);
-    RUN_UNTIL(&e, count_done(k, N) == N, 10000);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(k[i].code, HTTP_OK);
-        assert_string_equal(k[i].body.data, bodies[i]);
-        call_free(&k[i]);
-    }
+    long conns0 = srv(&g_h2->connections);
+    run_echoes(&e, N, HTTP_VERSION_2, URL2("/echo"), 10000, N);
     assert_int_equal(h2_conns(&e), 1);
-    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
-    free(k);
-    free(bodies);
+    assert_int_equal(srv(&g_h2->connections) - conns0, 1);
     env_close(&e);
 }
 
@@ -1881,27 +1871,10 @@ static void h2_cancel_resets_the_stream_and_keeps_the_connection(void **state)
 {
     env_t e;
     env_init(&e, NULL);
-    long conns0 = srv2(&g_h2->connections);
+    long conns0 = srv(&g_h2->connections);
     http_request_t req = {
         .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=1000&gap=10&tag=5")};
-    call_t k = {0};
-    start(&e, &k, &req);
-    RUN_UNTIL(&e, k.chunks >= 3, 3000);
-    assert_true(k.chunks >= 3);
-    k.cancelled = true;
-    http_cancel(k.t);
-    int seen = k.chunks;
-    http_stats_t st;
-    http_client_stats(e.client, &st);
-    assert_int_equal(st.in_flight, 0);
-    assert_int_equal(st.cancelled, 1);
-    assert_int_equal(st.h2_streams, 0);
-    RUN_UNTIL(&e, srv2(&g_h2->rst_tag[5]) == 1, 2000);
-    assert_int_equal(srv2(&g_h2->rst_tag[5]), 1);
-    run_for(&e, 100);
-    assert_int_equal(k.chunks, seen);
-    assert_int_equal(k.done, 0);
-    assert_int_equal(k.after_cancel, 0);
+    cancel_after_three_chunks(&e, &req, &g_h2->rst_tag[5]); /* the server got RST_STREAM */
     assert_int_equal(h2_conns(&e), 1);
 
     /* Cancelled while waiting for the head, and before the request went out at all. */
@@ -1912,18 +1885,11 @@ static void h2_cancel_resets_the_stream_and_keeps_the_connection(void **state)
     http_cancel(w.t);
     start(&e, &unsent, &slow);
     http_cancel(unsent.t);
-    RUN_UNTIL(&e, srv2(&g_h2->rst_tag[6]) == 1, 2000);
-    assert_int_equal(srv2(&g_h2->rst_tag[6]), 1);
+    RUN_UNTIL(&e, srv(&g_h2->rst_tag[6]) == 1, 2000);
+    assert_int_equal(srv(&g_h2->rst_tag[6]), 1);
 
-    http_request_t next = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json")};
-    call_t n = {0};
-    run_one(&e, &n, &next, 3000);
-    assert_int_equal(n.code, HTTP_OK);
-    assert_true(n.reused);
-    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
+    h2_next_call_reuses(&e, conns0);
     assert_int_equal(w.done + unsent.done, 0);
-    call_free(&k);
-    call_free(&n);
     env_close(&e);
 }
 
@@ -1931,7 +1897,7 @@ static void h2_timeouts_reset_the_stream_only(void **state)
 {
     env_t e;
     env_init(&e, NULL);
-    long conns0 = srv2(&g_h2->connections);
+    long conns0 = srv(&g_h2->connections);
     http_request_t fb = {.method = HTTP_GET,
                          .version = HTTP_VERSION_2,
                          .url = URL2("/slowbody?ms=1500"),
@@ -1959,17 +1925,10 @@ static void h2_timeouts_reset_the_stream_only(void **state)
     assert_int_equal(c.code, HTTP_ERR_TIMEOUT_TOTAL);
     assert_int_equal(c.status, 0);
 
-    http_request_t next = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json")};
-    call_t n = {0};
-    run_one(&e, &n, &next, 3000);
-    assert_int_equal(n.code, HTTP_OK);
-    assert_true(n.reused);
-    assert_int_equal(h2_conns(&e), 1);
-    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
+    h2_next_call_reuses(&e, conns0);
     call_free(&a);
     call_free(&b);
     call_free(&c);
-    call_free(&n);
     env_close(&e);
 }
 
@@ -2024,7 +1983,7 @@ static void h2_connection_errors(void **state)
     assert_int_equal(r.status, 200);
 
     /* GOAWAY refusing the stream: it fails, the connection takes no new stream, the next one is new. */
-    long conns0 = srv2(&g_h2->connections);
+    long conns0 = srv(&g_h2->connections);
     http_request_t gone = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/goaway")};
     call_t g = {0};
     run_one(&e, &g, &gone, 3000);
@@ -2035,7 +1994,7 @@ static void h2_connection_errors(void **state)
     run_one(&e, &n, &after, 3000);
     assert_int_equal(n.code, HTTP_OK);
     assert_false(n.reused);
-    assert_int_equal(srv2(&g_h2->connections) - conns0, 1);
+    assert_int_equal(srv(&g_h2->connections) - conns0, 1);
     RUN_UNTIL(&e, h2_conns(&e) == 2, 1000); /* the drained one closed; the other is localhost's */
     assert_int_equal(h2_conns(&e), 2);
     call_free(&g);
@@ -2098,8 +2057,8 @@ static void h2_limits_and_abort(void **state)
     run_one(&e, &d, &st, 3000);
     assert_int_equal(d.code, HTTP_ERR_ABORTED);
     assert_int_equal(d.chunks, 2);
-    RUN_UNTIL(&e, srv2(&g_h2->rst_tag[9]) == 1, 2000);
-    assert_int_equal(srv2(&g_h2->rst_tag[9]), 1);
+    RUN_UNTIL(&e, srv(&g_h2->rst_tag[9]) == 1, 2000);
+    assert_int_equal(srv(&g_h2->rst_tag[9]), 1);
 
     http_request_t r429 = {
         .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/429"), .buffer_body = true};
@@ -2129,9 +2088,9 @@ static void h2_cancel_and_close_from_inside_callbacks(void **state)
         .method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=100&gap=5&tag=11")};
     start(&e, &in_data, &r1);
     start(&e, &in_response, &r2);
-    RUN_UNTIL(&e, srv2(&g_h2->rst_tag[10]) && srv2(&g_h2->rst_tag[11]), 3000);
-    assert_int_equal(srv2(&g_h2->rst_tag[10]), 1);
-    assert_int_equal(srv2(&g_h2->rst_tag[11]), 1);
+    RUN_UNTIL(&e, srv(&g_h2->rst_tag[10]) && srv(&g_h2->rst_tag[11]), 3000);
+    assert_int_equal(srv(&g_h2->rst_tag[10]), 1);
+    assert_int_equal(srv(&g_h2->rst_tag[11]), 1);
     run_for(&e, 50);
     assert_int_equal(in_data.chunks, 3);
     assert_int_equal(in_response.chunks, 0);
@@ -2141,8 +2100,7 @@ static void h2_cancel_and_close_from_inside_callbacks(void **state)
     /* Closing the client from on_data: no further callback of any transfer. */
     call_t k[3] = {0};
     http_request_t slow = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/slow?ms=2000")};
-    for (int i = 0; i < 3; i++)
-        start(&e, &k[i], &slow);
+    start_n(&e, k, 3, &slow);
     call_t closer = {.close_client_in_data = true};
     http_request_t rs = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=50&gap=5")};
     start(&e, &closer, &rs);
@@ -2164,18 +2122,10 @@ static void h2_streamed_chunks_arrive_in_order(void **state)
     env_init(&e, NULL);
     http_request_t req = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/stream?n=20&gap=5")};
     call_t k = {0};
-    run_one(&e, &k, &req, 3000);
-    assert_int_equal(k.code, HTTP_OK);
-    buf_t want;
-    buf_init(&want, 0);
-    for (int i = 0; i < 20; i++)
-        buf_printf(&want, "chunk-%d\n", i);
-    assert_int_equal(k.data.len, want.len);
-    assert_memory_equal(k.data.data, want.data, want.len);
+    run_twenty_chunks(&e, &k, &req);
     assert_true(k.chunks >= 10); /* delivered as they came, not gathered */
     assert_int_equal(k.responses, 1);
     assert_string_equal(k.ctype, "text/event-stream");
-    buf_free(&want);
     call_free(&k);
     env_close(&e);
 }
@@ -2187,29 +2137,15 @@ static void h2_tls_alpn(void **state)
     char u[128], v[128];
     url2(u, sizeof u, "https", g_h2s_port, "/json");
     url2(v, sizeof v, "https", g_h2s_noalpn_port, "/json");
-    http_request_t plain = {
-        .method = HTTP_GET, .version = HTTP_VERSION_2, .url = u, .total_timeout_ms = 5000};
-    http_request_t with_ca = {.method = HTTP_GET,
-                              .version = HTTP_VERSION_2,
-                              .url = u,
-                              .total_timeout_ms = 5000,
-                              .ca_file = g_h2_cert};
-    http_request_t insecure = {.method = HTTP_GET,
-                               .version = HTTP_VERSION_2,
-                               .url = u,
-                               .total_timeout_ms = 5000,
-                               .tls_insecure = true};
-    http_request_t no_alpn = {.method = HTTP_GET,
-                              .version = HTTP_VERSION_2,
-                              .url = v,
-                              .total_timeout_ms = 5000,
-                              .ca_file = g_h2_cert};
-    http_request_t *reqs[] = {&plain, &with_ca, &insecure, &no_alpn};
+    http_request_t reqs[4];
+    tls_requests(reqs, HTTP_VERSION_2, u, g_h2_cert);
+    reqs[3] = reqs[1]; /* verified against the certificate, on the port without ALPN */
+    reqs[3].url = v;
     http_code_t want[] = {HTTP_ERR_TLS, HTTP_OK, HTTP_OK, HTTP_ERR_OTHER};
     for (size_t i = 0; i < BASE_ARRAY_LEN(reqs); i++) {
         call_t k = {0};
-        reqs[i]->buffer_body = true;
-        run_one(&e, &k, reqs[i], 6000);
+        reqs[i].buffer_body = true;
+        run_one(&e, &k, &reqs[i], 6000);
         if (k.code != want[i])
             printf("request %zu: %s: %s\n", i, http_code_name(k.code), k.error);
         assert_int_equal(k.code, want[i]);
@@ -2224,7 +2160,7 @@ static void h2_tls_alpn(void **state)
         call_free(&k);
     }
     call_t again = {0};
-    run_one(&e, &again, &with_ca, 3000);
+    run_one(&e, &again, &reqs[1], 3000);
     assert_true(again.reused);
     call_free(&again);
     env_close(&e);
@@ -2241,13 +2177,8 @@ static void h2_queue_beyond_the_connection_cap_and_idle_close(void **state)
     env_init(&e, &o);
     call_t *k = calloc(N, sizeof *k);
     http_request_t req = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/slow?ms=300")};
-    for (int i = 0; i < N; i++)
-        start(&e, &k[i], &req);
-    RUN_UNTIL(&e, count_done(k, N) == N, 10000);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(k[i].code, HTTP_OK);
-        call_free(&k[i]);
-    }
+    start_n(&e, k, N, &req);
+    finish_all_ok(&e, k, N, 10000, NULL);
     assert_int_equal(h2_conns(&e), 1);
     RUN_UNTIL(&e, h2_conns(&e) == 0, 2000);
     assert_int_equal(h2_conns(&e), 0);
@@ -2265,7 +2196,7 @@ static void h2_memory_and_cpu_per_stream(void **state)
     call_t warm = {0};
     http_request_t rj = {.method = HTTP_GET, .version = HTTP_VERSION_2, .url = URL2("/json")};
     run_one(&e, &warm, &rj, 3000);
-    long reqs0 = srv2(&g_h2->requests);
+    long reqs0 = srv(&g_h2->requests);
     size_t base = mallinfo2().uordblks;
     http_request_t req = {.method = HTTP_GET,
                           .version = HTTP_VERSION_2,
@@ -2273,23 +2204,16 @@ static void h2_memory_and_cpu_per_stream(void **state)
                           .total_timeout_ms = 20000,
                           .first_byte_timeout_ms = 10000,
                           .idle_timeout_ms = 10000};
-    for (int i = 0; i < N; i++)
-        start(&e, &k[i], &req);
-    RUN_UNTIL(&e, srv2(&g_h2->requests) - reqs0 >= N, 10000);
-    assert_int_equal(srv2(&g_h2->requests) - reqs0, N);
+    start_n(&e, k, N, &req);
+    RUN_UNTIL(&e, srv(&g_h2->requests) - reqs0 >= N, 10000);
+    assert_int_equal(srv(&g_h2->requests) - reqs0, N);
     run_for(&e, 50);
     size_t peak = mallinfo2().uordblks;
     http_stats_t st;
     http_client_stats(e.client, &st);
     assert_int_equal(st.in_flight, N);
     double per = ((double)peak - (double)base) / N;
-    RUN_UNTIL(&e, count_done(k, N) == N, 15000);
-    for (int i = 0; i < N; i++) {
-        if (k[i].code != HTTP_OK)
-            printf("stream %d: %s: %s\n", i, http_code_name(k[i].code), k[i].error);
-        assert_int_equal(k[i].code, HTTP_OK);
-        call_free(&k[i]);
-    }
+    finish_all_ok(&e, k, N, 15000, NULL);
     free(k);
 
     call_t *b = calloc(BATCH, sizeof *b);
@@ -2298,15 +2222,8 @@ static void h2_memory_and_cpu_per_stream(void **state)
     int64_t t0 = base_mono_ms();
     for (int done = 0; done < M; done += BATCH) {
         memset(b, 0, BATCH * sizeof *b);
-        for (int i = 0; i < BATCH; i++)
-            start(&e, &b[i], &rj);
-        RUN_UNTIL(&e, count_done(b, BATCH) == BATCH, 10000);
-        for (int i = 0; i < BATCH; i++) {
-            if (b[i].code != HTTP_OK)
-                printf("batch %d #%d: %s: %s\n", done, i, http_code_name(b[i].code), b[i].error);
-            assert_int_equal(b[i].code, HTTP_OK);
-            call_free(&b[i]);
-        }
+        start_n(&e, b, BATCH, &rj);
+        finish_all_ok(&e, b, BATCH, 10000, NULL);
     }
     getrusage(RUSAGE_SELF, &r1);
     double us =

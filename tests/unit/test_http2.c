@@ -117,13 +117,19 @@ static void start(env_t *e, call_t *k, http_method_t method, const char *path, c
     assert_non_null(k->t);
 }
 
+/* Runs one call to its end; it must have succeeded. */
+static void run_ok(env_t *e, call_t *k, http_method_t method, const char *path, const char *body, int64_t ms)
+{
+    start(e, k, method, path, body);
+    RUN_UNTIL(e, k->done, ms);
+    assert_int_equal(k->code, HTTP_OK);
+}
+
 /* One number of the mock's /stats (a dotted path into its JSON), fetched over HTTP/2. */
 static double mock_stat(env_t *e, const char *a, const char *b)
 {
     call_t k = {0};
-    start(e, &k, HTTP_GET, "/stats", NULL);
-    RUN_UNTIL(e, k.done, 3000);
-    assert_int_equal(k.code, HTTP_OK);
+    run_ok(e, &k, HTTP_GET, "/stats", NULL, 3000);
     assert_true(k.reused);
     cJSON *root = cJSON_Parse(k.body.data);
     assert_non_null(root);
@@ -142,9 +148,7 @@ static void chat_round_trip_and_cancel(void **state)
     env_t e;
     env_init(&e, "latency_ms=200");
     call_t a = {0};
-    start(&e, &a, HTTP_POST, "/v1/chat/completions", chat);
-    RUN_UNTIL(&e, a.done, 3000);
-    assert_int_equal(a.code, HTTP_OK);
+    run_ok(&e, &a, HTTP_POST, "/v1/chat/completions", chat, 3000);
     assert_int_equal(a.status, 200);
     assert_non_null(strstr(a.body.data, "chat.completion"));
 
@@ -180,8 +184,7 @@ static void concurrent_calls_share_one_connection(void **state)
     env_init(&e, "latency_ms=100,h2_max_streams=1000");
     call_t *k = calloc(N, sizeof *k);
     call_t warm = {0};
-    start(&e, &warm, HTTP_GET, "/stats", NULL);
-    RUN_UNTIL(&e, warm.done, 3000);
+    run_ok(&e, &warm, HTTP_GET, "/stats", NULL, 3000);
     for (int i = 0; i < N; i++)
         start(&e, &k[i], HTTP_POST, "/v1/chat/completions", chat);
     RUN_UNTIL(&e, count_done(k, N) == N, 10000);
@@ -202,9 +205,7 @@ static void sse_stream_arrives_in_chunks(void **state)
     env_t e;
     env_init(&e, "token_ms=5");
     call_t k = {0};
-    start(&e, &k, HTTP_POST, "/v1/chat/completions", chat_sse);
-    RUN_UNTIL(&e, k.done, 5000);
-    assert_int_equal(k.code, HTTP_OK);
+    run_ok(&e, &k, HTTP_POST, "/v1/chat/completions", chat_sse, 5000);
     assert_true(k.chunks > 1);
     assert_non_null(strstr(k.body.data, "data: "));
     assert_non_null(strstr(k.body.data, "[DONE]"));
