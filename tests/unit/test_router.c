@@ -299,7 +299,7 @@ static void on_reset(void *ctx, const char *provider, const char *reason)
     snprintf(o->reset_reason, sizeof o->reset_reason, "%s", reason);
 }
 
-static const chat_message_t prompt[] = {{"user", "tell me a story", 15}};
+static const chat_message_t prompt[] = {{.role = "user", .content = "tell me a story", .content_len = 15}};
 
 static router_call_t *start(res_t *o, bool stream, const llm_params_t *params, int64_t deadline)
 {
