@@ -1,5 +1,5 @@
 /* cmd_config.c — `parley version` and `parley check-config`, and the config loading shared by
- * every subcommand that takes -c FILE. */
+ * every subcommand that takes -c FILE, and the start-up after it. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +11,8 @@
 #include "cmd_common.h"
 #include "cmds.h"
 #include "config/config.h"
+#include "http/http.h"
+#include "log/log.h"
 
 config_t *cmd_load_config(const char *path)
 {
@@ -25,6 +27,23 @@ config_t *cmd_load_config(const char *path)
         return NULL;
     }
     config_register_secrets(cfg);
+    return cfg;
+}
+
+config_t *cmd_start(const char *path, const char *cmd, bool http, int *exit_code)
+{
+    config_t *cfg = cmd_load_config(path);
+    if (!cfg) {
+        *exit_code = 2;
+        return NULL;
+    }
+    log_setup(cfg->log.level, cfg->log.format, stderr);
+    if (http && http_global_init() != 0) {
+        fprintf(stderr, "parley %s: libcurl initialisation failed\n", cmd);
+        config_free(cfg);
+        *exit_code = 1;
+        return NULL;
+    }
     return cfg;
 }
 

@@ -5,8 +5,6 @@
 
 #include "cmd_common.h"
 #include "cmds.h"
-#include "http/http.h"
-#include "log/log.h"
 #include "replay/replay.h"
 
 static void produce_usage(FILE *out)
@@ -90,10 +88,10 @@ int cmd_produce(int argc, char **argv)
         produce_usage(stderr);
         return 2;
     }
-    config_t *cfg = cmd_load_config(path);
+    int exit_code;
+    config_t *cfg = cmd_start(path, "produce", false, &exit_code);
     if (!cfg)
-        return 2;
-    log_setup(cfg->log.level, cfg->log.format, stderr);
+        return exit_code;
     char err[512];
     int rc = replay_produce(cfg, &o, err, sizeof err);
     if (rc < 0)

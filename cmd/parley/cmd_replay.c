@@ -6,8 +6,6 @@
 
 #include "cmd_common.h"
 #include "cmds.h"
-#include "http/http.h"
-#include "log/log.h"
 #include "replay/replay.h"
 
 #define MAX_COMPARE 16
@@ -206,15 +204,10 @@ int cmd_replay(int argc, char **argv)
         replay_usage(stderr);
         return 2;
     }
-    config_t *cfg = cmd_load_config(path);
+    int exit_code;
+    config_t *cfg = cmd_start(path, "replay", true, &exit_code);
     if (!cfg)
-        return 2;
-    log_setup(cfg->log.level, cfg->log.format, stderr);
-    if (http_global_init() != 0) {
-        fprintf(stderr, "parley replay: libcurl initialisation failed\n");
-        config_free(cfg);
-        return 1;
-    }
+        return exit_code;
     char err[512];
     int rc = replay_run(cfg, &o, err, sizeof err);
     if (rc < 0)

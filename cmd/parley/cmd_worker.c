@@ -5,8 +5,6 @@
 #include "cmd_common.h"
 #include "cmds.h"
 #include "engine/engine.h"
-#include "http/http.h"
-#include "log/log.h"
 
 int cmd_worker(int argc, char **argv)
 {
@@ -36,15 +34,10 @@ int cmd_worker(int argc, char **argv)
         fprintf(stderr, "parley worker: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    config_t *cfg = cmd_load_config(path);
+    int exit_code;
+    config_t *cfg = cmd_start(path, "worker", true, &exit_code);
     if (!cfg)
-        return 2;
-    log_setup(cfg->log.level, cfg->log.format, stderr);
-    if (http_global_init() != 0) {
-        fprintf(stderr, "parley worker: libcurl initialisation failed\n");
-        config_free(cfg);
-        return 1;
-    }
+        return exit_code;
     int rc = engine_worker_run(cfg);
     if (rc == 0)
         config_free(cfg);

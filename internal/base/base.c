@@ -191,3 +191,15 @@ size_t base_json_plain_run(const unsigned char *p, size_t n)
         i++;
     return i;
 }
+
+size_t base_u64_dec(char *out, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+    do
+        digits[n++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = digits[n - 1 - i];
+    return n;
+}

@@ -48,12 +48,13 @@ int llm_jw_str_bytes(buf_t *b, const char *s, size_t n)
     size_t run = 0; /* start of the pending run of bytes that need no escaping */
     size_t i = 0;
     while (i < n) {
-        i += base_json_plain_run(u + i, n - i); /* the common case: plain ASCII, 8 bytes at a time */
+        i += base_json_plain_run(u + i, n - i); /* the common case: plain ASCII, 16 bytes at a time */
         if (i >= n)
             break;
+        /* the run stopped at a control byte, a quote, a backslash or a byte >= 0x80 */
         unsigned char c = u[i];
         size_t seq = utf8_seq_len(u + i, n - i);
-        if (seq > 1 || (seq == 1 && c >= 0x20 && c != '"' && c != '\\')) {
+        if (seq > 1) {
             i += seq;
             continue;
         }

@@ -167,21 +167,14 @@ static bool needs_quotes(const char *s)
     return false;
 }
 
-/* Writes v in decimal at out (room for 21 bytes); returns the length. snprintf costs ~10 times more. */
-static size_t fmt_i64(char *out, long long v)
+/* Writes v in decimal with its NUL at out (room for 22 bytes); snprintf costs ~10 times more. */
+static void fmt_i64(char *out, long long v)
 {
-    char digits[24];
-    size_t n = 0, len = 0;
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    do
-        digits[n++] = (char)('0' + u % 10);
-    while ((u /= 10) > 0);
+    size_t len = 0;
     if (v < 0)
         out[len++] = '-';
-    while (n > 0)
-        out[len++] = digits[--n];
+    len += base_u64_dec(out + len, v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v);
     out[len] = '\0';
-    return len;
 }
 
 /* Writes v as exactly width decimal digits (zero-padded) at out. */

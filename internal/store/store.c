@@ -1067,20 +1067,14 @@ static int req_check(store_t *s, store_bytes_t conv, store_bytes_t job_id)
 
 /* Queues one command of q with hiredis; false when hiredis refused it (q is then returned to the free
  * list, or abandoned to its earlier commands' callbacks while the connection is dropped). */
-/* Writes "\r\n"-terminated decimal v after the type byte t at out; returns the bytes written. */
+/* Writes the type byte t, decimal v and "\r\n" at out; returns the bytes written. */
 static size_t resp_header(char *out, char t, size_t v)
 {
-    char digits[24];
-    size_t n = 0;
-    do
-        digits[n++] = (char)('0' + v % 10);
-    while ((v /= 10) > 0);
     out[0] = t;
-    for (size_t i = 0; i < n; i++)
-        out[1 + i] = digits[n - 1 - i];
-    out[1 + n] = '\r';
-    out[2 + n] = '\n';
-    return n + 3;
+    size_t n = 1 + base_u64_dec(out + 1, v);
+    out[n] = '\r';
+    out[n + 1] = '\n';
+    return n + 2;
 }
 
 /* Queues one command, encoded in RESP here (hiredis's own formatter is several times slower). */

@@ -6,6 +6,10 @@
 import json, sys
 
 
+
+# The rows of every table, in this order, when the run has them (parley-h1: parley on libcurl HTTP/1.1).
+WORKER_ROWS = ("parley", "parley-h1", "peer")
+
 def g(d, *path):
     for p in path:
         if not isinstance(d, dict) or p not in d:
@@ -62,7 +66,7 @@ def section(res, jpath):
         out.append("| worker | jobs/s | CPU µs/job | peak RSS MB | calls/job | new TCP conns/call | worker CPU util | "
                    "dev CPU util | redis CPU util | replies |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")
-        for name, x in (("parley", a), ("parley-h1", tp.get("parley-h1")), ("peer", b)):
+        for name, x in ((n, tp.get(n)) for n in WORKER_ROWS):
             if x:
                 out.append(f"| {name} | {f(x['jobs_per_s'])} | {f(x['cpu_us_per_job'])} | {f(mb(x['peak_rss_kb']))} | "
                            f"{f(x['calls_per_job'], 2)} | {f(x.get('new_connections_per_call'), 2)} | {f(g(x, 'cpu_util', 'worker'), 2)} | {f(g(x, 'cpu_util', 'dev'), 2)} | "
@@ -90,7 +94,7 @@ def section(res, jpath):
         out.append("| worker | idle RSS MB (after warm-up) | calls in flight at sample | RSS MB at ≥ "
                    f"{f(p['rss_at_calls'])} calls | peak calls | per-call KB | jobs/s | CPU µs/job | dev CPU util | replies |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")
-        for name, x in (("parley", a), ("parley-h1", cc.get("parley-h1")), ("peer", b)):
+        for name, x in ((n, cc.get(n)) for n in WORKER_ROWS):
             if x:
                 pc = x.get("per_call_bytes")
                 out.append(f"| {name} | {f(mb(x['idle_rss_kb']))} | {f(x.get('n_in_flight'))} | {f(mb(x.get('rss_kb_at_n')))} | "
@@ -114,7 +118,7 @@ def section(res, jpath):
         out.append("| worker | rate achieved | added p50 ms | added p99 ms | e2e p50 ms (Kafka ts) | e2e p99 ms | "
                    "e2e p99 ms (harness clock) | CPU µs/job | worker CPU util | dev CPU util | replies |")
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, x in (("parley", a), ("parley-h1", lt.get("parley-h1")), ("peer", b)):
+        for name, x in ((n, lt.get(n)) for n in WORKER_ROWS):
             if x:
                 out.append(f"| {name} | {f(x.get('rate_achieved'))} | {f(g(x, 'added_ms', 'p50'))} | {f(g(x, 'added_ms', 'p99'))} | "
                            f"{f(g(x, 'e2e_kafka_ts_ms', 'p50'))} | {f(g(x, 'e2e_kafka_ts_ms', 'p99'))} | "
@@ -132,7 +136,7 @@ def section(res, jpath):
         out.append("| variant | worker | total_ms p50 | total_ms p99 | e2e p99 ms | calls/job | CPU µs/job | replies |")
         out.append("|---|---|---|---|---|---|---|---|")
         for v in ("single", "race", "hedge"):
-            for name in ("parley", "parley-h1", "peer"):
+            for name in WORKER_ROWS:
                 x = g(tl, v, name)
                 if x:
                     out.append(f"| {v} | {name} | {f(g(x, 'total_ms', 'p50'))} | {f(g(x, 'total_ms', 'p99'))} | "
