@@ -23,6 +23,8 @@ typedef enum { PROVIDER_OPENAI = 0, PROVIDER_ANTHROPIC } provider_type_t;
  * HTTP/1.1 only; 2: parley's own HTTP/2 client (h2c with prior knowledge on http://, ALPN h2 on https://):
  * many calls per connection, a cancelled call resets its stream and keeps the connection. */
 typedef enum { PROVIDER_HTTP_AUTO = 0, PROVIDER_HTTP_1_1, PROVIDER_HTTP_2 } provider_http_t;
+/* hedge_order: which provider a hedge starts with — the route's order, or the lowest p99 latency. */
+typedef enum { HEDGE_ORDER_ROUTE = 0, HEDGE_ORDER_LATENCY } hedge_order_t;
 
 typedef struct {
     char *key;
@@ -75,11 +77,12 @@ typedef struct {
     size_t n_providers;
     double *weights; /* NULL, or one per provider of the route */
     bool hedge_auto;
-    int64_t hedge_delay_ms; /* when !hedge_auto */
-    int64_t hedge_min_ms;   /* clamp for auto (default 50) */
-    int64_t hedge_max_ms;   /* (default 5000) */
-    int64_t timeout_ms;     /* whole job's LLM stage (default llm.timeout_ms) */
-    char *system;           /* route's system prompt, NULL when none */
+    int64_t hedge_delay_ms;    /* when !hedge_auto */
+    hedge_order_t hedge_order; /* default route */
+    int64_t hedge_min_ms;      /* clamp for auto (default 50) */
+    int64_t hedge_max_ms;      /* (default 5000) */
+    int64_t timeout_ms;        /* whole job's LLM stage (default llm.timeout_ms) */
+    char *system;              /* route's system prompt, NULL when none */
 } config_route_t;
 
 typedef struct {
@@ -120,6 +123,7 @@ typedef struct {
         strategy_t strategy;
         bool hedge_auto;
         int64_t hedge_delay_ms;
+        hedge_order_t hedge_order;
         int64_t hedge_min_ms;
         int64_t hedge_max_ms;
         int64_t timeout_ms;

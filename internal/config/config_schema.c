@@ -22,6 +22,7 @@
 const char *const cfg_strategy_names[] = {"race", "hedge", "fallback", NULL};
 const char *const cfg_provider_type_names[] = {"openai", "anthropic", NULL};
 static const char *const http_version_names[] = {"auto", "1.1", "2", NULL};
+static const char *const hedge_order_names[] = {"route", "latency", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_names[] = {"json", "text", NULL};
 
@@ -554,6 +555,7 @@ static const cfg_field_t route_fields[] = {
      .dump = dump_route_providers},
     CUSTOM("weights", parse_route_weights, dump_route_weights),
     CUSTOM("hedge_delay_ms", parse_route_hedge, dump_route_hedge),
+    ENUM("hedge_order", config_route_t, hedge_order, hedge_order_names),
     I64("hedge_min_ms", config_route_t, hedge_min_ms, 0, DAY_MS),
     I64("hedge_max_ms", config_route_t, hedge_max_ms, 0, DAY_MS),
     I64("timeout_ms", config_route_t, timeout_ms, 1, DAY_MS),
@@ -567,6 +569,7 @@ static int route_defaults(const config_t *cfg, config_route_t *r, const char *na
         .strategy = cfg->llm.strategy,
         .hedge_auto = cfg->llm.hedge_auto,
         .hedge_delay_ms = cfg->llm.hedge_delay_ms,
+        .hedge_order = cfg->llm.hedge_order,
         .hedge_min_ms = cfg->llm.hedge_min_ms,
         .hedge_max_ms = cfg->llm.hedge_max_ms,
         .timeout_ms = cfg->llm.timeout_ms,
@@ -652,6 +655,7 @@ static int llm_hedge_range(cfg_ctx_t *c, yaml_node_t *n, const char *path, void 
 static const cfg_field_t llm_fields[] = {
     ENUM("strategy", config_t, llm.strategy, cfg_strategy_names),
     CUSTOM("hedge_delay_ms", parse_llm_hedge, dump_llm_hedge),
+    ENUM("hedge_order", config_t, llm.hedge_order, hedge_order_names),
     I64("hedge_min_ms", config_t, llm.hedge_min_ms, 0, DAY_MS),
     I64("hedge_max_ms", config_t, llm.hedge_max_ms, 0, DAY_MS),
     I64("timeout_ms", config_t, llm.timeout_ms, 1, DAY_MS),

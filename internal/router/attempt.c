@@ -233,7 +233,7 @@ static void attempt_on_delta(llm_stream_sink_t *sink, const char *text, size_t l
         int64_t now = base_mono_ms();
         a->record.first_token_ms = now - a->started_ms;
         a->due_ms = 0;
-        window_add(&call->router->providers[a->pidx].ttft, now, now - a->req_started_ms);
+        router_sample(call->router, a->pidx, true, now, now - a->req_started_ms, true);
         call_first_token(call, a);
     }
     if (call->streamer != a)
@@ -411,7 +411,7 @@ static void attempt_on_done(void *ctx, http_result_t *res)
         if (!a->stream) {
             if (res->timing.first_byte_ms >= 0)
                 a->record.first_token_ms = a->req_started_ms - a->started_ms + res->timing.first_byte_ms;
-            window_add(&r->providers[a->pidx].latency, base_mono_ms(), res->timing.total_ms);
+            router_sample(r, a->pidx, false, base_mono_ms(), res->timing.total_ms, true);
         }
         attempt_end(a, JOB_OUTCOME_WON, LIMITS_SUCCESS, NULL);
     } else if (!attempt_retry(a, res, &v)) {

@@ -85,10 +85,16 @@ void call_leave(router_call_t *call)
 static void call_stop_others(router_call_t *call, const attempt_t *keep, job_outcome_t outcome,
                              const char *reason)
 {
+    int64_t now = base_mono_ms();
     for (size_t i = 0; i < call->n_attempts; i++) {
         attempt_t *a = &call->attempts[i];
-        if (a != keep && a->state != AT_DONE)
-            attempt_stop(a, outcome, reason);
+        if (a == keep || a->state == AT_DONE)
+            continue;
+        /* Started no later than keep, which answered first: it takes at least this long. (One started
+         * after keep tells nothing.) */
+        if (keep && a->state == AT_RUNNING && a->req_started_ms <= keep->req_started_ms)
+            router_sample(call->router, a->pidx, call->stream, now, now - a->req_started_ms, false);
+        attempt_stop(a, outcome, reason);
     }
 }
 
@@ -408,7 +414,7 @@ router_call_t *router_start(router_t *r, const router_request_t *req, const rout
         strlen(req->tracestate) < ROUTER_TRACESTATE)
         call->tracestate = base_strdup(req->tracestate); /* NULL on OOM: sent without tracestate */
     call->est_tokens = llm_estimate_prompt_tokens(req->messages, req->n_messages);
-    router_order(r, route, call->order);
+    router_order(r, route, call->stream, call->order);
     call_build_requests(call, req);
     if (route->strategy == STRATEGY_HEDGE)
         call->hedge_delay_ms = router_hedge_delay_for(r, route, call->order[0], call->stream);

@@ -9,6 +9,9 @@
  *   to [hedge_min_ms, hedge_max_ms]; with fewer than 20 such samples it is hedge_max_ms / 2 (clamped),
  *   so a cold start spends little on hedges. (Counting a cancelled slow primary as a sample of the time
  *   it ran was tried: it lifts the p95 onto the hedged answers' latency and the p99 with it.)
+ *   The first provider is the route's first (hedge_order route), or with hedge_order latency the one
+ *   with the lowest p99 over a second window per provider that also counts an attempt cancelled because
+ *   a later one answered, at the time it had run; one with fewer than 20 samples goes first.
  * - fallback: one at a time in route order; the next on failure, timeout or skip.
  * The first provider is the route's first, unless route->weights is set (or a provider of the route has
  * a weight other than 1): then the first is drawn at random in proportion to the weights and the others
@@ -120,6 +123,6 @@ typedef struct {
 void router_get_stats(const router_t *r, router_stats_t *out);
 
 /* The hedge delay a call of route would use now (fixed, or auto from the window); for tests and logs. */
-int64_t router_hedge_delay_ms(const router_t *r, const config_route_t *route, bool stream);
+int64_t router_hedge_delay_ms(router_t *r, const config_route_t *route, bool stream);
 
 #endif

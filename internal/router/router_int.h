@@ -13,20 +13,26 @@
 #define ROUTER_WINDOW        200   /* latency samples kept per provider and kind */
 #define ROUTER_WINDOW_MS     60000 /* samples older than this are ignored */
 #define ROUTER_WINDOW_MIN    20    /* fewer samples: the auto hedge delay is hedge_max_ms / 2 */
+#define ROUTER_MAX_ORDER     64    /* providers a hedge route orders by latency (config allows 64) */
 #define ROUTER_TRACEPARENT   56    /* "00-" 32 hex "-" 16 hex "-" 2 hex, NUL */
 #define ROUTER_TRACESTATE    513   /* W3C: at most 512 characters */
 #define ROUTER_LOCAL_RECORDS 24    /* attempt records of a finished call kept on the stack (longer: heap) */
 
-/* A provider's recent successful latencies (or times to first token). */
+/* A provider's recent successful latencies (or times to first token): a ring in arrival order (oldest
+ * at head, so expiry drops from the head) and the same values kept sorted, so a quantile is a lookup. */
 typedef struct {
     int64_t at_ms[ROUTER_WINDOW];
     int64_t value_ms[ROUTER_WINDOW];
-    size_t next, n;
+    int64_t sorted[ROUTER_WINDOW];
+    size_t head, n;
 } router_window_t;
 
 typedef struct {
-    router_window_t latency;    /* whole answer, not streamed */
+    router_window_t latency;    /* whole answer, not streamed: the auto hedge delay */
     router_window_t ttft;       /* first token, streamed */
+    router_window_t rank[2];    /* [stream] the same plus attempts cancelled because another answered, at
+                                 * the time they had run (so a tail that is always hedged still shows):
+                                 * hedge_order latency */
     unsigned warned_params;     /* LLM_PARAM_* already logged as dropped */
     llm_endpoint_t endpoint[2]; /* URL and headers for [stream], built at the first call that needs them */
     bool has_endpoint[2];
@@ -147,12 +153,18 @@ void attempt_set_text(attempt_t *a, const char *text);
 
 /* ---- window.c ---- */
 void window_add(router_window_t *w, int64_t now_ms, int64_t value_ms);
-/* The p95 of the samples of the last ROUTER_WINDOW_MS; -1 with fewer than ROUTER_WINDOW_MIN. */
-int64_t window_p95(const router_window_t *w, int64_t now_ms);
+/* A latency sample of provider pidx: an answer (or first token when stream) after ms, or, when !answered,
+ * an attempt cancelled after ms because another answered. */
+void router_sample(router_t *r, size_t pidx, bool stream, int64_t now_ms, int64_t ms, bool answered);
+/* The nearest-rank percentile pct (1..100) of the samples of the last ROUTER_WINDOW_MS; -1 with fewer
+ * than ROUTER_WINDOW_MIN. Drops the expired samples first. */
+int64_t window_quantile(router_window_t *w, int64_t now_ms, unsigned pct);
 /* The hedge delay for a call whose first provider is pidx. */
-int64_t router_hedge_delay_for(const router_t *r, const config_route_t *route, size_t pidx, bool stream);
-/* Fills order with the route's provider indexes, the first drawn by weight when weights apply. */
-void router_order(router_t *r, const config_route_t *route, size_t *order);
+int64_t router_hedge_delay_for(router_t *r, const config_route_t *route, size_t pidx, bool stream);
+/* Fills order with the route's provider indexes: the first drawn by weight when weights apply; else, for
+ * a hedge route with hedge_order latency, by p99 latency (time to first token when stream), lowest
+ * first, a provider without enough recent samples ahead of the measured ones (so it gets measured). */
+void router_order(router_t *r, const config_route_t *route, bool stream, size_t *order);
 /* Backoff before retry number k (0-based): full jitter over min(max, base * 2^k). */
 int64_t router_backoff_ms(router_t *r, const config_provider_t *p, int k);
 /* A W3C span id: 16 random lowercase hex digits, not all zero, NUL-terminated. */

@@ -503,6 +503,9 @@ def w_latency(b, workers):
     return out
 
 
+TAIL_VARIANTS = ("single", "race", "hedge", "hedge-latency")
+
+
 def w_tail(b, workers):
     rate, secs = env_int("BENCH_TAIL_RATE", 200), env_int("BENCH_TAIL_SECS", 15)
     lat, slow = env_int("BENCH_TAIL_MS", 100), env_int("BENCH_TAIL_SLOW_MS", 3000)
@@ -510,12 +513,13 @@ def w_tail(b, workers):
     n = rate * secs
     out = {"params": {"rate": rate, "seconds": secs, "jobs": n, "a": f"{lat} ms, {prob:.0%} at {slow} ms",
                       "b": f"{lat} ms steady", "max_in_flight": 2000}}
+    hedge = {"strategy": "hedge", "providers": ["a", "b"], "hedge_delay_ms": "auto"}
     variants = [("single", ("a",), "race", None), ("race", ("a", "b"), "race", None),
-                ("hedge", ("a", "b"), "hedge",
-                 {"default": {"strategy": "hedge", "providers": ["a", "b"], "hedge_delay_ms": "auto"}})]
+                ("hedge", ("a", "b"), "hedge", {"default": hedge}),
+                ("hedge-latency", ("a", "b"), "hedge", {"default": dict(hedge, hedge_order="latency")})]
     for vname, provs, strat, routes in variants:
         for kind in workers:
-            if vname == "hedge" and not kind.startswith("parley"):
+            if vname.startswith("hedge") and not kind.startswith("parley"):
                 continue  # the peer has no hedging
             b.s.control(a={"latency_ms": lat, "tail_ms": slow, "tail_prob": prob, "seed": 7},
                         b={"latency_ms": lat, "tail_prob": 0})
@@ -635,7 +639,7 @@ def all_topics(workloads, workers):
         elif w == "latency":
             runs = [f"lat-{k}" for k in kinds]
         elif w == "tail":
-            runs = [f"tail-{v}-{k}" for v in ("single", "race", "hedge") for k in kinds]
+            runs = [f"tail-{v}-{k}" for v in TAIL_VARIANTS for k in kinds]
         elif w == "scaleout":
             runs = [f"so{k}" for k in env_list("BENCH_SO_PROCS", "1,2,4")]
         else:

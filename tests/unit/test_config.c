@@ -45,6 +45,7 @@ static const char full_yaml[] =
     "llm:\n"
     "  strategy: hedge\n"
     "  hedge_delay_ms: 120\n"
+    "  hedge_order: latency\n"
     "  hedge_min_ms: 10\n"
     "  hedge_max_ms: 900\n"
     "  timeout_ms: 8000\n"
@@ -88,6 +89,7 @@ static const char full_yaml[] =
     "      providers: [an, oa]\n"
     "      weights: [1, 3]\n"
     "      hedge_delay_ms: auto\n"
+    "      hedge_order: route\n"
     "      hedge_min_ms: 20\n"
     "      hedge_max_ms: 200\n"
     "      timeout_ms: 5000\n"
@@ -219,6 +221,7 @@ static void full_file_loads(void **state)
     assert_int_equal(fast->providers[1], 0);
     assert_true(fast->weights[0] == 1 && fast->weights[1] == 3);
     assert_true(fast->hedge_auto);
+    assert_int_equal(fast->hedge_order, HEDGE_ORDER_ROUTE);
     assert_int_equal(fast->hedge_min_ms, 20);
     assert_int_equal(fast->hedge_max_ms, 200);
     assert_int_equal(fast->timeout_ms, 5000);
@@ -229,6 +232,7 @@ static void full_file_loads(void **state)
     assert_null(slow->system);
     assert_false(slow->hedge_auto); /* inherited from llm */
     assert_int_equal(slow->hedge_delay_ms, 120);
+    assert_int_equal(slow->hedge_order, HEDGE_ORDER_LATENCY);
     assert_int_equal(slow->timeout_ms, 8000);
 
     assert_int_equal(cfg->worker.max_in_flight, 50);
@@ -264,6 +268,7 @@ static void assert_defaults(const config_t *cfg)
     assert_int_equal(cfg->history.max_entry_bytes, 65536);
     assert_int_equal(cfg->llm.strategy, STRATEGY_RACE);
     assert_true(cfg->llm.hedge_auto);
+    assert_int_equal(cfg->llm.hedge_order, HEDGE_ORDER_ROUTE);
     assert_int_equal(cfg->llm.hedge_min_ms, 50);
     assert_int_equal(cfg->llm.hedge_max_ms, 5000);
     assert_int_equal(cfg->llm.timeout_ms, 60000);
@@ -337,7 +342,8 @@ static void inheritance_ignores_key_order(void **state)
     char err[512] = "";
     config_t *cfg = load("llm:\n  routes:\n    r: {providers: [p]}\n"
                          "  providers:\n    - {name: p, type: openai, base_url: \"http://h\", model: m}\n"
-                         "  timeout_ms: 4321\n  strategy: fallback\n  hedge_delay_ms: 75\n",
+                         "  timeout_ms: 4321\n  strategy: fallback\n  hedge_delay_ms: 75\n"
+                         "  hedge_order: latency\n",
                          err, sizeof err);
     if (!cfg)
         fail_msg("%s", err);
@@ -347,6 +353,7 @@ static void inheritance_ignores_key_order(void **state)
     assert_int_equal(r->strategy, STRATEGY_FALLBACK);
     assert_false(r->hedge_auto);
     assert_int_equal(r->hedge_delay_ms, 75);
+    assert_int_equal(r->hedge_order, HEDGE_ORDER_LATENCY);
     config_free(cfg);
 }
 
@@ -435,6 +442,8 @@ static void each_error_kind(void **state)
         "llm:\n  strategy: hegde\n",
         "parley.yaml:2:13: llm.strategy: expected race, hedge or fallback, got \"hegde\" (did you mean "
         "\"hedge\"?)");
+    expect_error("llm:\n  hedge_order: fastest\n",
+                 "parley.yaml:2:16: llm.hedge_order: expected route or latency, got \"fastest\"");
     /* unknown key with a suggestion, and without */
     expect_error("kafka:\n  brokers: x\n\n\n\n\n  brokrs: y\n",
                  "parley.yaml:7:3: kafka.brokrs: unknown key (did you mean \"brokers\"?)");

@@ -21,6 +21,7 @@
 #include "limits/limits.h"
 #include "log/log.h"
 #include "router/router.h"
+#include "router/router_int.h"
 
 #define NP       3 /* mocks a, b (openai) and c (anthropic) */
 #define MAX_ATT  8
@@ -525,6 +526,57 @@ static void hedge_auto_with_a_tail(void **state)
     assert_true(delay >= 100 && delay < 300);
 }
 
+static void hedge_order_latency_starts_with_the_steady_provider(void **state)
+{
+    /* A (first in the route) has a 5% tail of 3 s, B is steady: ordered by p99, B goes first. */
+    knobs(0, "latency_ms=100,tail_ms=3000,tail_prob=0.05,seed=7");
+    knobs(1, "latency_ms=100");
+    int n = 400, conc = 25;
+    route_set(STRATEGY_RACE, "ab");
+    figures_t race = bench(n, conc);
+    router_make(false); /* the hedge starts cold, as a new worker does */
+    route_set(STRATEGY_HEDGE, "ab");
+    F->route.hedge_auto = true;
+    F->route.hedge_order = HEDGE_ORDER_LATENCY;
+    double a_before = stat_of(0, "requests.total");
+    figures_t hedge = bench(n, conc);
+    double a_calls = stat_of(0, "requests.total") - a_before;
+    print_message("hedge_order latency, %d calls: race p99=%lld | hedge p50=%lld p99=%lld calls/job=%.3f, "
+                  "calls to a %.0f\n",
+                  n, (long long)race.p99, (long long)hedge.p50, (long long)hedge.p99, hedge.calls_per_job,
+                  a_calls);
+    assert_true(hedge.calls_per_job <= 1.15);
+    assert_true(hedge.p99 <= race.p99 * 12 / 10 + 5);
+    assert_true(a_calls < n / 2); /* route order: every call; here: the cold start, exploring, hedges */
+}
+
+/* The window's quantiles against a naive nearest-rank over the samples it should still hold. */
+static void window_quantile_matches_a_sort(void **state)
+{
+    static router_window_t w;
+    memset(&w, 0, sizeof w);
+    int64_t at[1000], val[1000], v[ROUTER_WINDOW];
+    uint64_t x = 88172645463325252ull;
+    int64_t now = 1000;
+    for (int i = 0; i < 1000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        now += (int64_t)(x % 700); /* some samples expire (60 s), some are pushed out (200 kept) */
+        at[i] = now;
+        val[i] = (int64_t)(x >> 20) % 5000;
+        window_add(&w, now, val[i]);
+        size_t n = 0;
+        for (int j = i; j >= 0 && n < ROUTER_WINDOW && now - at[j] <= ROUTER_WINDOW_MS; j--)
+            v[n++] = val[j] + 1;
+        qsort(v, n, sizeof v[0], cmp_i64);
+        for (unsigned pct = 50; pct <= 99; pct += 49) {
+            int64_t want = n < ROUTER_WINDOW_MIN ? -1 : v[(n * pct + 99) / 100 - 1];
+            assert_int_equal(window_quantile(&w, now, pct), want);
+        }
+    }
+    assert_int_equal(window_quantile(&w, now + ROUTER_WINDOW_MS + 1, 95), -1); /* all expired */
+    assert_int_equal(w.n, 0);
+}
+
 static void connect_error_retried_then_next(void **state)
 {
     route_set(STRATEGY_FALLBACK, "ab");
@@ -962,6 +1014,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(hedge_failure_starts_next_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(hedge_stream_waits_for_first_token_only, setup, teardown),
         cmocka_unit_test_setup_teardown(hedge_auto_with_a_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(hedge_order_latency_starts_with_the_steady_provider, setup, teardown),
+        cmocka_unit_test(window_quantile_matches_a_sort),
         cmocka_unit_test_setup_teardown(connect_error_retried_then_next, setup, teardown),
         cmocka_unit_test_setup_teardown(fallback_in_order_on_500, setup, teardown),
         cmocka_unit_test_setup_teardown(weights_choose_the_first, setup, teardown),
