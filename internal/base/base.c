@@ -192,6 +192,20 @@ size_t base_json_plain_run(const unsigned char *p, size_t n)
     return i;
 }
 
+size_t base_join(char *out, size_t cap, const char *const *parts, size_t n)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < n && used + 1 < cap; i++) {
+        if (!parts[i])
+            continue;
+        size_t len = strnlen(parts[i], cap - 1 - used);
+        memcpy(out + used, parts[i], len);
+        used += len;
+    }
+    out[used] = '\0';
+    return used;
+}
+
 size_t base_u64_dec(char *out, uint64_t v)
 {
     char digits[20];

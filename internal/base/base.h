@@ -47,6 +47,9 @@ size_t base_json_plain_run(const unsigned char *p, size_t n);
 /* Writes v in decimal at out (room for 20 bytes, no NUL); returns the digits written. For hot paths,
  * where snprintf costs ~10 times more. */
 size_t base_u64_dec(char *out, uint64_t v);
+/* Writes the n strings one after another into out (cap > 0), cut at cap - 1 bytes, NUL-terminated;
+ * NULL parts are skipped. Returns the length written. For hot paths, instead of snprintf("%s%s..."). */
+size_t base_join(char *out, size_t cap, const char *const *parts, size_t n);
 void buf_reset(buf_t *b);
 void buf_free(buf_t *b);
 /* Hands the data to the caller (who frees it) and leaves b empty. */

@@ -350,6 +350,13 @@ static bool tracestate_ok(const char *v, size_t len)
     return true;
 }
 
+/* j->traceparent = "00-<trace>-<parent>-<flags>". */
+static void traceparent_write(ejob_t *j, const char *trace, const char *parent, const char *flags)
+{
+    const char *parts[] = {"00-", trace, "-", parent, "-", flags};
+    base_join(j->traceparent, sizeof j->traceparent, parts, BASE_ARRAY_LEN(parts));
+}
+
 void engine_trace_init(ejob_t *j)
 {
     char trace[33], parent[17], flags[3];
@@ -359,7 +366,7 @@ void engine_trace_init(ejob_t *j)
     j->tracestate_len = 0;
     if (kafka_message_header(j->msg, "traceparent", &v, &len) == 0 &&
         traceparent_parse(v, len, trace, parent, flags) == 0) {
-        snprintf(j->traceparent, sizeof j->traceparent, "00-%s-%s-%s", trace, parent, flags);
+        traceparent_write(j, trace, parent, flags);
         if (kafka_message_header(j->msg, "tracestate", &v, &len) == 0 && tracestate_ok(v, len)) {
             j->tracestate = v;
             j->tracestate_len = len;
@@ -368,7 +375,7 @@ void engine_trace_init(ejob_t *j)
     }
     random_hex(&j->e->obs, trace, 32);
     random_hex(&j->e->obs, parent, 16);
-    snprintf(j->traceparent, sizeof j->traceparent, "00-%s-%s-00", trace, parent);
+    traceparent_write(j, trace, parent, "00");
 }
 
 /* ---- the tick ---- */

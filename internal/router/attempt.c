@@ -51,9 +51,9 @@ void attempt_set_text(attempt_t *a, const char *text)
 /* record.reason = "<why>; <text>" (either part may be empty). */
 static void attempt_set_reason(attempt_t *a, const char *text)
 {
-    bool t = text && text[0];
     char reason[ROUTER_REASON_MAX];
-    snprintf(reason, sizeof reason, "%s%s%s", a->why, a->why[0] && t ? "; " : "", t ? text : "");
+    const char *parts[] = {a->why, a->why[0] && text && text[0] ? "; " : NULL, text};
+    base_join(reason, sizeof reason, parts, BASE_ARRAY_LEN(parts));
     attempt_set_text(a, reason);
 }
 
@@ -201,7 +201,7 @@ attempt_t *attempt_begin(router_call_t *call, size_t slot, const char *why)
     buf_init(&a->body, (size_t)r->cfg->llm.max_response_bytes);
     job_attempt_init(&a->record, a->provider->name, JOB_OUTCOME_ERROR);
     a->record.started_after_ms = now - call->started_ms;
-    snprintf(a->why, sizeof a->why, "%s", why ? why : "");
+    base_join(a->why, sizeof a->why, &why, 1);
     call->slots[slot].started = true;
     call->slots[slot].running = true;
     call->active++;
@@ -434,15 +434,19 @@ static void attempt_send(attempt_t *a)
     size_t n_headers = 0;
     for (size_t i = 0; i < lr->n_headers && n_headers < ATTEMPT_MAX_HEADERS; i++)
         headers[n_headers++] = lr->headers[i];
-    char traceparent[ROUTER_TRACEPARENT + 16], tracestate[ROUTER_TRACESTATE + 16], span[17];
+    char traceparent[ROUTER_TRACEPARENT], traceparent_header[ROUTER_TRACEPARENT + 16];
+    char tracestate[ROUTER_TRACESTATE + 16], span[17];
     if (call->traceparent[0]) {
         /* A child span per request: the call's trace id and flags, a new span id. */
         router_span_id(r, span);
-        snprintf(traceparent, sizeof traceparent, "traceparent: %.36s%s%s", call->traceparent, span,
-                 call->traceparent + 52);
-        headers[n_headers++] = traceparent;
+        memcpy(traceparent, call->traceparent, ROUTER_TRACEPARENT);
+        memcpy(traceparent + 36, span, 16); /* "00-" trace id "-" is 36 characters, the span id 16 */
+        const char *tp[] = {"traceparent: ", traceparent};
+        base_join(traceparent_header, sizeof traceparent_header, tp, 2);
+        headers[n_headers++] = traceparent_header;
         if (call->tracestate) {
-            snprintf(tracestate, sizeof tracestate, "tracestate: %s", call->tracestate);
+            const char *ts[] = {"tracestate: ", call->tracestate};
+            base_join(tracestate, sizeof tracestate, ts, 2);
             headers[n_headers++] = tracestate;
         }
     }

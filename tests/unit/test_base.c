@@ -112,6 +112,24 @@ static void log_text_format_and_levels(void **state)
 
 /* The vector and word paths of base_json_plain_run agree with a byte-at-a-time reading: every special byte
  * (control, quote, backslash, >= 0x80) at every position of a 48-byte run. */
+static void join_cuts_and_skips_null(void **state)
+{
+    char out[8];
+    const char *parts[] = {"ab", NULL, "", "cd"};
+    assert_int_equal(base_join(out, sizeof out, parts, 4), 4);
+    assert_string_equal(out, "abcd");
+    const char *longer[] = {"abcde", "fghij"};
+    assert_int_equal(base_join(out, sizeof out, longer, 2), 7);
+    assert_string_equal(out, "abcdefg");
+    assert_int_equal(base_join(out, 1, longer, 2), 0);
+    assert_string_equal(out, "");
+    char digits[21];
+    digits[base_u64_dec(digits, 18446744073709551615ull)] = '\0';
+    assert_string_equal(digits, "18446744073709551615");
+    digits[base_u64_dec(digits, 0)] = '\0';
+    assert_string_equal(digits, "0");
+}
+
 static void json_plain_run_finds_every_special_byte(void **state)
 {
     static const unsigned char specials[] = {0x00, 0x1f, '"', '\\', 0x80, 0xc3, 0xff};
@@ -170,6 +188,7 @@ int main(void)
         cmocka_unit_test(log_text_format_and_levels),
         cmocka_unit_test(log_batch_holds_info_until_flush),
         cmocka_unit_test(json_plain_run_finds_every_special_byte),
+        cmocka_unit_test(join_cuts_and_skips_null),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }
