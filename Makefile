@@ -26,7 +26,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -DPARLEY_VERSION=\"$(VERSION)\" -Iinternal $(W
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 
 # Modules, lowest first. Every internal/<m>/*.c becomes part of build/lib/lib<m>.a.
-MODULES := base log config metrics job http llm store limits kafka router engine admin replay dev
+MODULES := base json tls log config metrics job http llm store limits kafka router engine admin replay dev
 LIBS     = $(foreach m,$(MODULES),$(if $(wildcard internal/$(m)/*.c),$(BUILD)/lib/lib$(m).a))
 LINK_LIBS = -Wl,--start-group $(LIBS) -Wl,--end-group
 
@@ -62,15 +62,17 @@ $(BUILD)/parley: $(CMD_OBJ) $(LIBS)
 	$(Q)$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LINK_LIBS) $(LDLIBS)
 
 # A unit test links only the module archives it needs (UNIT_DEPS_<m>; default: every module).
+UNIT_DEPS_json    := json base
+UNIT_DEPS_tls     := tls log base
 UNIT_DEPS_base    := log base
 UNIT_DEPS_log     := log base
 UNIT_DEPS_config  := config log base
 UNIT_DEPS_metrics := metrics log base
 UNIT_DEPS_job     := job log base
-UNIT_DEPS_http    := http log base
-UNIT_DEPS_llm     := llm http log base
-UNIT_DEPS_store   := store log base
-UNIT_DEPS_limits  := limits store log base
+UNIT_DEPS_http    := http tls log base
+UNIT_DEPS_llm     := llm json http tls log base
+UNIT_DEPS_store   := store tls log base
+UNIT_DEPS_limits  := limits store tls log base
 UNIT_DEPS_replay  := replay job log base
 UNIT_DEPS_admin   := admin metrics log base
 UNIT_DEPS_kafka   := kafka log base
@@ -126,11 +128,12 @@ bench: deps bench-deps
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_<name>.c linked with the modules it exercises.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := config job sse llm_response
+FUZZ_TARGETS := config job sse llm_response json
 FUZZ_MODULES_config       := config log base
 FUZZ_MODULES_job          := job log base
-FUZZ_MODULES_sse          := llm log base
-FUZZ_MODULES_llm_response := llm log base
+FUZZ_MODULES_sse          := llm json log base
+FUZZ_MODULES_llm_response := llm json log base
+FUZZ_MODULES_json         := json base
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -DPARLEY_VERSION=\"$(VERSION)\" -Iinternal -g -O1 \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(PKG_CFLAGS)
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(foreach m,$$(FUZZ_MODULES_$$*),$$(wildcard internal/$$(m)/*.c))

@@ -64,7 +64,7 @@ struct h2_conn {
     h2_conn_t *prev, *next; /* in origin->conns, or in h2->draining after GOAWAY */
     h2_conn_t *dirty_next;
     nghttp2_session *session;
-    struct ssl_st *ssl;
+    tls_session_t *tls; /* https only */
     uv_tcp_t tcp;
     uv_timer_t timer; /* connect timeout, or a deferred connect failure */
     uv_connect_t creq;
@@ -87,7 +87,7 @@ struct h2_origin {
     bool https, insecure;
     int port;
     char *host, *ca_file, *authority;
-    struct ssl_ctx_st *ssl_ctx;
+    tls_ctx_t *tls_ctx; /* https only; owned by h2->tls */
     h2_conn_t *conns;
     size_t n_conns; /* in conns (draining ones are not) */
     h2_stream_t *q_head, *q_tail;
@@ -464,7 +464,7 @@ static void conn_flush(h2_conn_t *k)
     if ((k->state != C_READY && k->state != C_TLS) || k->writing)
         return;
     if (k->state == C_READY) {
-        buf_t *stage = k->ssl ? &h2->stage : &k->out;
+        buf_t *stage = k->tls ? &h2->stage : &k->out;
         while (stage->len < H2_FLUSH_MAX) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(k->session, &data);
@@ -481,16 +481,17 @@ static void conn_flush(h2_conn_t *k)
         }
         if (k->state == C_DEAD || h2->client->torn_down)
             return;
-        if (k->ssl) {
-            int rc = h2_tls_write(k->ssl, stage->data, stage->len);
+        if (k->tls) {
+            char err[HTTP_ERR_TEXT];
+            int rc = tls_session_write(k->tls, stage->data, stage->len, err, sizeof err);
             buf_reset(stage);
             if (rc < 0) {
-                conn_fail(k, HTTP_ERR_TLS, "TLS write failed");
+                conn_fail(k, HTTP_ERR_TLS, err);
                 return;
             }
         }
     }
-    if (k->ssl && h2_tls_drain(k->ssl, &k->out) < 0) {
+    if (k->tls && h2_tls_drain(k->tls, &k->out) < 0) {
         conn_fail(k, HTTP_ERR_OTHER, "out of memory");
         return;
     }
@@ -549,8 +550,7 @@ static void conn_maybe_free(h2_conn_t *k)
         return;
     http_client_t *c = k->h2->client;
     nghttp2_session_del(k->session);
-    if (k->ssl)
-        h2_tls_free(k->ssl);
+    tls_session_free(k->tls);
     buf_free(&k->out);
     free(k);
     http_client_maybe_free(c);
@@ -650,7 +650,7 @@ static void conn_ready(h2_conn_t *k)
 static void conn_tls_step(h2_conn_t *k)
 {
     char err[HTTP_ERR_TEXT];
-    int rc = h2_tls_handshake(k->ssl, err, sizeof err);
+    int rc = tls_session_handshake(k->tls, err, sizeof err);
     if (rc < 0) {
         conn_fail(k, HTTP_ERR_TLS, err);
         return;
@@ -658,7 +658,7 @@ static void conn_tls_step(h2_conn_t *k)
     conn_flush(k);
     if (rc == 0 || k->state == C_DEAD)
         return;
-    if (!h2_tls_alpn_is_h2(k->ssl)) {
+    if (!tls_session_alpn_is(k->tls, "h2")) {
         conn_fail(k, HTTP_ERR_OTHER, "server did not agree to HTTP/2");
         return;
     }
@@ -686,11 +686,11 @@ static int conn_recv(h2_conn_t *k, const char *p, size_t n)
 
 static void conn_input(h2_conn_t *k, const char *p, size_t n)
 {
-    if (!k->ssl) {
+    if (!k->tls) {
         conn_recv(k, p, n);
         return;
     }
-    if (h2_tls_feed(k->ssl, p, n) < 0) {
+    if (tls_session_feed(k->tls, p, n) < 0) {
         conn_fail(k, HTTP_ERR_OTHER, "out of memory");
         return;
     }
@@ -700,11 +700,12 @@ static void conn_input(h2_conn_t *k, const char *p, size_t n)
             return;
     }
     for (;;) {
-        long got = h2_tls_read(k->ssl, k->h2->pbuf, sizeof k->h2->pbuf);
+        char err[HTTP_ERR_TEXT];
+        long got = tls_session_read(k->tls, k->h2->pbuf, sizeof k->h2->pbuf, err, sizeof err);
         if (got == 0)
             return;
         if (got < 0) {
-            conn_fail(k, HTTP_ERR_CLOSED, "TLS connection closed by the server");
+            conn_fail(k, HTTP_ERR_CLOSED, got == TLS_CLOSED ? "TLS connection closed by the server" : err);
             return;
         }
         if (conn_recv(k, k->h2->pbuf, (size_t)got) < 0)
@@ -746,7 +747,7 @@ static void on_connect(uv_connect_t *req, int status)
         int rc = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
         if (rc < 0) {
             conn_fail(k, HTTP_ERR_CONNECT, uv_strerror(rc));
-        } else if (k->ssl) {
+        } else if (k->tls) {
             k->state = C_TLS;
             conn_tls_step(k);
         } else {
@@ -846,7 +847,7 @@ static h2_conn_t *conn_open(h2_origin_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "nghttp2 settings failed");
         goto fail;
     }
-    if (o->https && !(k->ssl = h2_tls_new(o->ssl_ctx, o->host, o->insecure, err, errlen)))
+    if (o->https && !(k->tls = tls_session_new(o->tls_ctx, o->host, err, errlen)))
         goto fail;
     /* Nothing fails from here on: the handles are closed through conn_close. */
     uv_tcp_init(c->loop, &k->tcp);
@@ -1159,7 +1160,7 @@ static h2_origin_t *origin_get(h2_t *h2, const url_t *u, const http_request_t *r
     o->authority = base_strdup(auth);
     if (!o->host || (ca && !o->ca_file) || !o->authority)
         goto oom;
-    if (u->https && !(o->ssl_ctx = h2_tls_ctx_get(&h2->tls, ca, insecure, err, errlen)))
+    if (u->https && !(o->tls_ctx = h2_tls_ctx_get(&h2->tls, ca, insecure, err, errlen)))
         goto fail;
     o->next = h2->origins;
     h2->origins = o;
@@ -1316,7 +1317,7 @@ void h2_teardown(http_client_t *c)
     }
     while (h2->draining)
         conn_close(h2->draining);
-    h2_tls_ctx_free_all(&h2->tls); /* each SSL holds its own reference to its SSL_CTX */
+    h2_tls_ctx_free_all(&h2->tls); /* each session holds its own reference to its context */
     nghttp2_session_callbacks_del(h2->cbs);
     nghttp2_option_del(h2->opt);
     h2->cbs = NULL;

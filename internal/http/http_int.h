@@ -5,6 +5,7 @@
 #define PARLEY_HTTP_INT_H
 
 #include "http/http.h"
+#include "tls/tls.h"
 
 #define HTTP_HEAP_NONE   ((size_t)-1)
 #define HTTP_NO_DEADLINE INT64_MAX
@@ -135,27 +136,13 @@ void h2_flush_deferred(http_client_t *c);
 void h2_teardown(http_client_t *c);
 void h2_stats(const http_client_t *c, http_stats_t *out);
 
-/* ---- TLS for the native HTTP/2 path (h2_tls.c): OpenSSL over memory BIOs ---- */
-struct ssl_st;
-struct ssl_ctx_st;
+/* ---- TLS settings of the native HTTP/2 path (h2_tls.c) ---- */
 typedef struct h2_tls_ctx h2_tls_ctx_t;
-/* The SSL_CTX for (ca_file, insecure), made on first use and kept in *cache; NULL with err. */
-struct ssl_ctx_st *h2_tls_ctx_get(h2_tls_ctx_t **cache, const char *ca_file, bool insecure, char *err,
-                                  size_t errlen);
+/* The context for (ca_file, insecure), offering "h2" by ALPN, made on first use and kept in *cache;
+ * NULL with err. */
+tls_ctx_t *h2_tls_ctx_get(h2_tls_ctx_t **cache, const char *ca_file, bool insecure, char *err, size_t errlen);
 void h2_tls_ctx_free_all(h2_tls_ctx_t **cache);
-/* A client SSL for host (SNI for names; name or IP verified unless insecure); NULL with err. */
-struct ssl_st *h2_tls_new(struct ssl_ctx_st *ctx, const char *host, bool insecure, char *err, size_t errlen);
-void h2_tls_free(struct ssl_st *ssl);
-/* One handshake step: 1 done, 0 wants more input, -1 failed (the verify error or the TLS error in err). */
-int h2_tls_handshake(struct ssl_st *ssl, char *err, size_t errlen);
-bool h2_tls_alpn_is_h2(struct ssl_st *ssl);
-/* Ciphertext from the socket into the SSL; 0 or -1. */
-int h2_tls_feed(struct ssl_st *ssl, const char *p, size_t n);
-/* Plaintext out: bytes read, 0 when more input is needed, -1 when the peer closed or on error. */
-long h2_tls_read(struct ssl_st *ssl, char *out, size_t cap);
-/* Plaintext in (encrypted into the SSL's output BIO); 0 or -1. */
-int h2_tls_write(struct ssl_st *ssl, const void *p, size_t n);
-/* Appends the ciphertext waiting in the output BIO to out; 0 or -1. */
-int h2_tls_drain(struct ssl_st *ssl, buf_t *out);
+/* Appends the ciphertext waiting in s to out; 0, or -1 when out is full. */
+int h2_tls_drain(tls_session_t *s, buf_t *out);
 
 #endif

@@ -1,15 +1,15 @@
 /* tls_bridge.c — the rediss:// relay: a loopback listener for hiredis, a uv_tcp connection to Redis,
- * and an OpenSSL client session between them driven through memory BIOs.
+ * and a tls/ client session between them.
  *
- * Data paths: plain text read from the local side goes through SSL_write; the ciphertext OpenSSL
- * leaves in its write BIO is sent upstream. Ciphertext read upstream is fed to the read BIO, and
- * SSL_read's output is sent to the local side. Until the handshake completes, local bytes wait in a
+ * Data paths: plain text read from the local side is written to the session; the ciphertext it
+ * leaves is drained and sent upstream. Ciphertext read upstream is fed to the session, and the plain
+ * text read from it is sent to the local side. Until the handshake completes, local bytes wait in a
  * pending buffer of STORE_TLS_PENDING_MAX (freed after the handshake). Every uv_write owns a copy of its
  * bytes; queued[] counts them per side and reading_update() stops reading the side feeding a queue over
  * STORE_TLS_QUEUE_MAX.
  *
  * Teardown: store_tls_bridge_free closes every handle; pending writes complete with ECANCELED first;
- * the struct (and the SSL session) is freed in the last close callback. */
+ * the struct (and the TLS session) is freed in the last close callback. */
 #include "store/tls_bridge.h"
 
 #include <arpa/inet.h>
@@ -18,21 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-
 #include "base/base.h"
+#include "tls/tls.h"
 
 #define TLS_READ_CHUNK  (16 * 1024)
 #define TLS_WRITE_CHUNK (64 * 1024)
 #define TLS_WHY_MAX     256
 
 enum { SIDE_LOCAL = 0, SIDE_UP = 1 };
-
-struct store_tls_ctx {
-    SSL_CTX *ssl;
-};
 
 struct store_tls_bridge {
     uv_loop_t *loop;
@@ -47,9 +40,8 @@ struct store_tls_bridge {
     bool failed, closing;
     bool reading[2];
     size_t queued[2]; /* bytes written to a side and not yet completed */
-    SSL *ssl;
-    BIO *rbio, *wbio; /* ciphertext in (from Redis) and out (to Redis); owned by ssl */
-    char *pending;    /* STORE_TLS_PENDING_MAX bytes of plain text awaiting the handshake; then NULL */
+    tls_session_t *tls;
+    char *pending; /* STORE_TLS_PENDING_MAX bytes of plain text awaiting the handshake; then NULL */
     size_t pending_len;
     char rbuf[2][TLS_READ_CHUNK];
     store_tls_error_cb on_error;
@@ -71,58 +63,17 @@ static void reading_update(store_tls_bridge_t *b);
 
 /* ---- context ------------------------------------------------------------------------------ */
 
-/* The text of the oldest OpenSSL error, or fallback; clears the error queue. */
-static const char *ssl_errtext(char *buf, size_t len, const char *fallback)
-{
-    unsigned long e = ERR_peek_error();
-    if (e)
-        ERR_error_string_n(e, buf, len);
-    else
-        snprintf(buf, len, "%s", fallback);
-    ERR_clear_error();
-    return buf;
-}
-
 store_tls_ctx_t *store_tls_ctx_new(const char *ca_file, char *err, size_t errlen)
 {
     char why[TLS_WHY_MAX];
-    store_tls_ctx_t *c = base_calloc(1, sizeof *c);
-    if (!c) {
-        snprintf(err, errlen, "store: out of memory");
-        return NULL;
-    }
-    ERR_clear_error();
-    if (!(c->ssl = SSL_CTX_new(TLS_client_method())) ||
-        SSL_CTX_set_min_proto_version(c->ssl, TLS1_2_VERSION) != 1) {
-        snprintf(err, errlen, "redis tls: %s", ssl_errtext(why, sizeof why, "cannot create a TLS context"));
-        goto fail;
-    }
-    SSL_CTX_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
-    SSL_CTX_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION);
-    if (ca_file && *ca_file) {
-        if (SSL_CTX_load_verify_locations(c->ssl, ca_file, NULL) != 1) {
-            snprintf(err, errlen, "redis.ca_file %.200s: %s", ca_file,
-                     ssl_errtext(why, sizeof why, "cannot load"));
-            goto fail;
-        }
-    } else if (SSL_CTX_set_default_verify_paths(c->ssl) != 1) {
-        snprintf(err, errlen, "redis tls: %s",
-                 ssl_errtext(why, sizeof why, "cannot load the system CA store"));
-        goto fail;
-    }
+    tls_ctx_options_t o = {.ca_file = ca_file, .ca_setting = "redis.ca_file"};
+    store_tls_ctx_t *c = tls_ctx_new(&o, why, sizeof why);
+    if (!c)
+        snprintf(err, errlen, "redis tls: %s", why);
     return c;
-fail:
-    store_tls_ctx_free(c);
-    return NULL;
 }
 
-void store_tls_ctx_free(store_tls_ctx_t *c)
-{
-    if (!c)
-        return;
-    SSL_CTX_free(c->ssl);
-    free(c);
-}
+void store_tls_ctx_free(store_tls_ctx_t *c) { tls_ctx_free(c); }
 
 /* ---- failure and teardown ----------------------------------------------------------------- */
 
@@ -136,28 +87,13 @@ static void bridge_fail(store_tls_bridge_t *b, const char *why)
     b->on_error(b->ctx, why);
 }
 
-/* Why the TLS session failed: the certificate verdict when there is one, else OpenSSL's error. */
-static void bridge_fail_tls(store_tls_bridge_t *b, const char *what)
-{
-    char why[TLS_WHY_MAX], ossl[160];
-    long v = SSL_get_verify_result(b->ssl);
-    if (v != X509_V_OK) {
-        snprintf(why, sizeof why, "%s: certificate verify failed: %s", what,
-                 X509_verify_cert_error_string(v));
-        ERR_clear_error();
-    } else {
-        snprintf(why, sizeof why, "%s: %s", what, ssl_errtext(ossl, sizeof ossl, "protocol error"));
-    }
-    bridge_fail(b, why);
-}
-
 static void bridge_maybe_freed(store_tls_bridge_t *b)
 {
     if (!b->closing || b->open > 0)
         return;
     void (*cb)(void *) = b->on_freed;
     void *ctx = b->freed_ctx;
-    SSL_free(b->ssl);
+    tls_session_free(b->tls);
     free(b->pending);
     free(b);
     if (cb)
@@ -247,16 +183,14 @@ static int queue_write(store_tls_bridge_t *b, int side, const char *data, size_t
     return 0;
 }
 
-/* Sends whatever ciphertext OpenSSL produced to Redis. */
+/* Sends whatever ciphertext the session produced to Redis. */
 static int flush_wbio(store_tls_bridge_t *b)
 {
     char chunk[TLS_WRITE_CHUNK];
     size_t n;
-    while ((n = BIO_ctrl_pending(b->wbio)) > 0) {
-        int got = BIO_read(b->wbio, chunk, (int)(n < sizeof chunk ? n : sizeof chunk));
-        if (got <= 0 || queue_write(b, SIDE_UP, chunk, (size_t)got) < 0)
+    while ((n = tls_session_drain(b->tls, chunk, sizeof chunk)) > 0)
+        if (queue_write(b, SIDE_UP, chunk, n) < 0)
             return -1;
-    }
     return 0;
 }
 
@@ -298,11 +232,9 @@ static void reading_update(store_tls_bridge_t *b)
 /* Encrypts data[0..len) for Redis. */
 static int tls_send(store_tls_bridge_t *b, const char *data, size_t len)
 {
-    if (len == 0)
-        return 0;
-    ERR_clear_error();
-    if (SSL_write(b->ssl, data, (int)len) <= 0) {
-        bridge_fail_tls(b, "tls write failed");
+    char why[TLS_WHY_MAX];
+    if (tls_session_write(b->tls, data, len, why, sizeof why) < 0) {
+        bridge_fail(b, why);
         return -1;
     }
     return flush_wbio(b);
@@ -311,15 +243,14 @@ static int tls_send(store_tls_bridge_t *b, const char *data, size_t len)
 /* Advances the handshake; once done, sends the plain text that waited for it. */
 static void tls_handshake(store_tls_bridge_t *b)
 {
-    ERR_clear_error();
-    int r = SSL_do_handshake(b->ssl);
+    char why[TLS_WHY_MAX];
+    int r = tls_session_handshake(b->tls, why, sizeof why);
     if (flush_wbio(b) < 0)
         return;
-    if (r != 1) {
-        if (SSL_get_error(b->ssl, r) != SSL_ERROR_WANT_READ)
-            bridge_fail_tls(b, "tls handshake failed");
+    if (r < 0)
+        bridge_fail(b, why);
+    if (r != 1)
         return;
-    }
     b->tls_up = true;
     if (tls_send(b, b->pending, b->pending_len) < 0)
         return;
@@ -332,22 +263,13 @@ static void tls_handshake(store_tls_bridge_t *b)
 /* Decrypts everything available and passes it to hiredis. */
 static void tls_receive(store_tls_bridge_t *b)
 {
-    char chunk[TLS_READ_CHUNK];
-    for (;;) {
-        ERR_clear_error();
-        int n = SSL_read(b->ssl, chunk, sizeof chunk);
-        if (n > 0) {
-            if (queue_write(b, SIDE_LOCAL, chunk, (size_t)n) < 0)
-                return;
-            continue;
-        }
-        int e = SSL_get_error(b->ssl, n);
-        if (e == SSL_ERROR_WANT_READ)
-            break;
-        if (e == SSL_ERROR_ZERO_RETURN)
-            bridge_fail(b, "tls connection closed by redis");
-        else
-            bridge_fail_tls(b, "tls read failed");
+    char chunk[TLS_READ_CHUNK], why[TLS_WHY_MAX];
+    long n;
+    while ((n = tls_session_read(b->tls, chunk, sizeof chunk, why, sizeof why)) > 0)
+        if (queue_write(b, SIDE_LOCAL, chunk, (size_t)n) < 0)
+            return;
+    if (n < 0) {
+        bridge_fail(b, n == TLS_CLOSED ? "tls connection closed by redis" : why);
         return;
     }
     if (flush_wbio(b) == 0)
@@ -394,7 +316,7 @@ static void on_up_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || b->failed || b->closing)
         return;
-    if (BIO_write(b->rbio, buf->base, (int)nread) != (int)nread) {
+    if (tls_session_feed(b->tls, buf->base, (size_t)nread) < 0) {
         bridge_fail(b, "tls bridge: out of memory");
         return;
     }
@@ -455,8 +377,7 @@ store_tls_bridge_t *store_tls_bridge_new(uv_loop_t *loop, store_tls_ctx_t *c, co
     struct sockaddr_storage up_addr, self;
     struct sockaddr_in any;
     int slen = sizeof self, rc;
-    unsigned char tmp[sizeof(struct in6_addr)];
-    bool is_ip = inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1;
+    char why[TLS_WHY_MAX];
     if (uv_ip4_addr(addr, port, (struct sockaddr_in *)&up_addr) != 0 &&
         uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&up_addr) != 0) {
         snprintf(err, errlen, "tls bridge: bad address");
@@ -475,22 +396,10 @@ store_tls_bridge_t *store_tls_bridge_new(uv_loop_t *loop, store_tls_ctx_t *c, co
     uv_tcp_init(loop, &b->up);
     b->listener.data = b->up.data = b->connect.data = b;
     b->open = 2;
-    ERR_clear_error();
-    if (!(b->ssl = SSL_new(c->ssl)) || !(b->rbio = BIO_new(BIO_s_mem())) ||
-        !(b->wbio = BIO_new(BIO_s_mem()))) {
-        BIO_free(b->rbio);
-        b->rbio = NULL;
-        goto nomem;
+    if (!(b->tls = tls_session_new(c, host, why, sizeof why))) {
+        snprintf(err, errlen, "tls bridge: %s", why);
+        goto fail;
     }
-    SSL_set_bio(b->ssl, b->rbio, b->wbio);
-    BIO_set_mem_eof_return(b->rbio, -1); /* an empty read BIO means "wait", not EOF */
-    SSL_set_connect_state(b->ssl);
-    X509_VERIFY_PARAM *param = SSL_get0_param(b->ssl);
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1
-              : (X509_VERIFY_PARAM_set1_host(param, host, 0) != 1 ||
-                 SSL_set_tlsext_host_name(b->ssl, host) != 1))
-        goto nomem;
     uv_ip4_addr("127.0.0.1", 0, &any);
     if ((rc = uv_tcp_bind(&b->listener, (const struct sockaddr *)&any, 0)) < 0 ||
         (rc = uv_listen((uv_stream_t *)&b->listener, 1, on_connection)) < 0 ||
@@ -501,10 +410,7 @@ store_tls_bridge_t *store_tls_bridge_new(uv_loop_t *loop, store_tls_ctx_t *c, co
     }
     b->port = ntohs(((struct sockaddr_in *)&self)->sin_port);
     return b;
-nomem:
-    snprintf(err, errlen, "tls bridge: out of memory");
 fail:
-    ERR_clear_error();
     store_tls_bridge_free(b, NULL, NULL);
     return NULL;
 }

@@ -1,9 +1,9 @@
 /* tls_bridge — store's private TLS relay for rediss:// (hiredis 0.14 has no TLS): hiredis connects in
  * plain text to a loopback listener the bridge owns, and the bridge speaks TLS to the real Redis.
  * It owns the listener (127.0.0.1:0, one accepted connection, and only from the socket the store
- * names), the accepted socket, the upstream uv_tcp connection and the OpenSSL session driven through
- * memory BIOs on the loop. It verifies the peer (CA file or the system store, host name or IP, TLS
- * 1.2+), bounds its buffers and applies backpressure (a side stops being read while the other side's
+ * names), the accepted socket, the upstream uv_tcp connection and the tls/ client session it drives on
+ * the loop (which verifies the peer: CA file or the system store, host name or IP, TLS 1.2+). It
+ * bounds its buffers and applies backpressure (a side stops being read while the other side's
  * write queue is over STORE_TLS_QUEUE_MAX). It never blocks the loop, never sees what it relays as
  * anything but bytes, and never logs. Not part of store's public API. */
 #ifndef PARLEY_STORE_TLS_BRIDGE_H
@@ -13,14 +13,17 @@
 
 #include <uv.h>
 
+#include "tls/tls.h"
+
 #define STORE_TLS_QUEUE_MAX   (256 * 1024) /* bytes queued for one side before the other stops reading */
 #define STORE_TLS_PENDING_MAX (64 * 1024)  /* plain text held while the handshake runs */
 
-typedef struct store_tls_ctx store_tls_ctx_t;
+typedef tls_ctx_t store_tls_ctx_t;
 typedef struct store_tls_bridge store_tls_bridge_t;
 
 /* The TLS settings shared by every connection of one store: peer verification with ca_file, or the
- * system store when ca_file is NULL or "". Loads the file once (at start-up). NULL with err filled. */
+ * system store when ca_file is NULL or "". Loads the file once (at start-up). NULL with err filled
+ * ("redis.ca_file <path>: <reason>" when the file cannot be loaded). */
 store_tls_ctx_t *store_tls_ctx_new(const char *ca_file, char *err, size_t errlen);
 void store_tls_ctx_free(store_tls_ctx_t *c);
 
