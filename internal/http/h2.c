@@ -1000,7 +1000,10 @@ static int stream_submit(h2_conn_t *k, h2_stream_t *s, const char *block, size_t
         const char *v = p + strlen(p) + 1;
         size_t nlen = strlen(p), vlen = strlen(v);
         has_ua |= name_is(p, nlen, "user-agent");
-        nva[n++] = nv_make(p, nlen, v, vlen, NGHTTP2_NV_FLAG_NONE);
+        /* A value new on every request (a trace's span id) would push the connection's reusable headers
+         * out of the HPACK table: sent as never indexed instead. */
+        bool unique = name_is(p, nlen, "traceparent") || name_is(p, nlen, "tracestate");
+        nva[n++] = nv_make(p, nlen, v, vlen, unique ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE);
         p = v + vlen + 1;
     }
     if (!has_ua)
@@ -1008,8 +1011,8 @@ static int stream_submit(h2_conn_t *k, h2_stream_t *s, const char *block, size_t
     char clen[24];
     nghttp2_data_provider prd = {.read_callback = on_h2_read_body};
     if (s->post) {
-        int len = snprintf(clen, sizeof clen, "%zu", s->body_len);
-        nva[n++] = nv_make("content-length", 14, clen, (size_t)len, NGHTTP2_NV_FLAG_NO_COPY_NAME);
+        size_t len = base_u64_dec(clen, s->body_len);
+        nva[n++] = nv_make("content-length", 14, clen, len, NGHTTP2_NV_FLAG_NO_COPY_NAME);
     }
     int32_t id = nghttp2_submit_request(k->session, NULL, nva, n, s->post ? &prd : NULL, s);
     if (id < 0) {

@@ -1356,6 +1356,7 @@ typedef struct {
     atomic_long connections;
     atomic_long requests;
     atomic_long rst_received;
+    atomic_long never_indexed;   /* request headers sent as HPACK "never indexed" */
     atomic_long rst_tag[N_TAGS]; /* RST_STREAM received for a request with &tag=N */
 } h2srv_stats_t;
 
@@ -1607,6 +1608,8 @@ static int h2s_on_header(nghttp2_session *session, const nghttp2_frame *frame, c
     h2s_stream_t *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (!s)
         return 0;
+    if (flags & NGHTTP2_NV_FLAG_NO_INDEX)
+        atomic_fetch_add(&g_h2->never_indexed, 1);
     if (strcmp((const char *)name, ":path") == 0)
         snprintf(s->path, sizeof s->path, "%s", value);
     else if (strcmp((const char *)name, "x-test") == 0)
@@ -1832,11 +1835,15 @@ static void h2_get_and_post_round_trip(void **state)
     assert_false(g.reused);
     assert_true(g.response_ms >= 0 && g.first_byte_ms >= g.response_ms && g.total_ms >= g.first_byte_ms);
 
-    const char *headers[] = {"Content-Type: application/octet-stream", "X-Test: hello there",
-                             "Connection: close", "Expect:"};
+    const char *headers[] = {
+        "Content-Type: application/octet-stream", "X-Test: hello there", "Connection: close",
+        "Expect:", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"};
+    long never0 = srv(&g_h2->never_indexed);
     call_t p = {0};
-    post_echo(&e, &p, HTTP_VERSION_2, URL2("/echo"), headers, 4);
+    post_echo(&e, &p, HTTP_VERSION_2, URL2("/echo"), headers, 5);
     assert_true(p.reused);
+    /* traceparent changes on every request: never indexed, so it cannot push the others out of HPACK */
+    assert_int_equal(srv(&g_h2->never_indexed) - never0, 1);
 
     http_request_t ua = {.version = HTTP_VERSION_2, .url = URL2("/echo"), .body = "", .body_len = 0};
     call_t u = {.want_header = "x-echo-ua"};
