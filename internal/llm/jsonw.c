@@ -1,6 +1,5 @@
 /* jsonw.c — a small JSON writer for request bodies: length-aware strings (content may hold NUL
  * bytes or invalid UTF-8, which cJSON's writer cannot take), shortest round-trip numbers. */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,16 +80,26 @@ int llm_jw_str_bytes(buf_t *b, const char *s, size_t n)
     return buf_append(b, s + run, n - run);
 }
 
+/* Keys are names from the code (never from a job or a config), so they are written as they are. */
 int llm_jw_key(buf_t *b, const char *key)
 {
-    char last = b->len ? b->data[b->len - 1] : '{';
-    if (last != '{' && last != '[' && buf_append(b, ",", 1) < 0)
+    size_t n = key ? strlen(key) : 0;
+    if (buf_reserve(b, n + 4) < 0) /* , " key " : */
         return -1;
-    if (!key)
-        return 0;
-    if (llm_jw_str_open(b) < 0 || llm_jw_str_bytes(b, key, strlen(key)) < 0 || llm_jw_str_close(b) < 0)
-        return -1;
-    return buf_append(b, ":", 1);
+    char *p = b->data + b->len;
+    char last = b->len ? p[-1] : '{';
+    if (last != '{' && last != '[')
+        *p++ = ',';
+    if (key) {
+        *p++ = '"';
+        memcpy(p, key, n);
+        p += n;
+        *p++ = '"';
+        *p++ = ':';
+    }
+    b->len = (size_t)(p - b->data);
+    b->data[b->len] = '\0';
+    return 0;
 }
 
 int llm_jw_string(buf_t *b, const char *key, const char *s, size_t n)
@@ -116,9 +125,14 @@ int llm_jw_double(buf_t *b, const char *key, double v)
 
 int llm_jw_int(buf_t *b, const char *key, int64_t v)
 {
+    char digits[21];
+    size_t n = 0;
+    if (v < 0)
+        digits[n++] = '-';
+    n += base_u64_dec(digits + n, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
     if (llm_jw_key(b, key) < 0)
         return -1;
-    return buf_printf(b, "%" PRId64, v);
+    return buf_append(b, digits, n);
 }
 
 int llm_jw_bool(buf_t *b, const char *key, bool v)
