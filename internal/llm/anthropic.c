@@ -8,7 +8,7 @@
 #define ANTHROPIC_VERSION_DEFAULT    "2023-06-01"
 #define ANTHROPIC_MAX_TOKENS_DEFAULT 1024
 
-enum { U_INPUT, U_CACHE_CREATION, U_CACHE_READ, U_OUTPUT };
+enum { U_INPUT, U_CACHE_CREATION, U_CACHE_READ, U_OUTPUT, U_N };
 
 static int anthropic_auth(llm_headers_t *h, const config_provider_t *p)
 {
@@ -103,14 +103,20 @@ static int anthropic_body(buf_t *b, const config_provider_t *p, const chat_messa
     return 0;
 }
 
+/* The members of a message answer and of a usage object that anthropic.c reads. */
+static const char *const answer_keys[] = {"error", "type", "content", "stop_reason", "model", "usage"};
+enum { K_ERROR, K_TYPE, K_CONTENT, K_STOP, K_MODEL, K_USAGE, K_N };
+static const char *const usage_keys[U_N] = {"input_tokens", "cache_creation_input_tokens",
+                                            "cache_read_input_tokens", "output_tokens"};
+
 /* Reads the counts present in a usage object into c[U_*]; true when it held any. */
-static bool anthropic_counts(const cJSON *u, int64_t c[4])
+static bool anthropic_counts(json_value_t u, int64_t c[U_N])
 {
-    static const char *const keys[4] = {"input_tokens", "cache_creation_input_tokens",
-                                        "cache_read_input_tokens", "output_tokens"};
+    json_value_t m[U_N];
     bool any = false;
-    for (int i = 0; i < 4; i++) {
-        int64_t v = llm_json_tokens(u, keys[i]);
+    json_get_many(u, usage_keys, U_N, m);
+    for (int i = 0; i < U_N; i++) {
+        int64_t v = llm_json_count(m[i]);
         if (v >= 0) {
             c[i] = v;
             any = true;
@@ -119,7 +125,7 @@ static bool anthropic_counts(const cJSON *u, int64_t c[4])
     return any;
 }
 
-static void anthropic_usage(const cJSON *u, int64_t c[4], llm_usage_t *out)
+static void anthropic_usage(json_value_t u, int64_t c[U_N], llm_usage_t *out)
 {
     if (!anthropic_counts(u, c))
         return;
@@ -129,74 +135,71 @@ static void anthropic_usage(const cJSON *u, int64_t c[4], llm_usage_t *out)
     out->total_tokens = out->prompt_tokens + out->completion_tokens;
 }
 
-static void anthropic_model(const cJSON *msg, llm_result_t *out)
+/* stop_reason (a member's value) into out's finish reason, when it is a string. */
+static void anthropic_stop(json_value_t stop_reason, llm_result_t *out)
 {
-    const char *model = llm_json_str(msg, "model");
-    if (model)
-        llm_copy_str(out->model, sizeof out->model, model);
+    char stop[sizeof out->finish_reason_raw + 1];
+    if (llm_json_copy(stop_reason, stop, sizeof stop))
+        llm_set_finish(out, stop);
 }
 
-static int anthropic_parse(const cJSON *root, llm_result_t *out)
+static int anthropic_parse(const json_value_t *member, llm_result_t *out)
 {
-    const char *type = llm_json_str(root, "type");
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(root, "content");
-    if ((type && strcmp(type, "message")) || !cJSON_IsArray(content))
+    char type[32];
+    json_value_t content = member[K_CONTENT];
+    if ((llm_json_copy(member[K_TYPE], type, sizeof type) && strcmp(type, "message")) ||
+        content.type != JSON_ARRAY)
         return llm_fail(out, LLM_ERR_MALFORMED, "malformed_response",
                         "response is not a message with content");
     buf_t text;
     buf_init(&text, 0);
-    const cJSON *block;
-    cJSON_ArrayForEach(block, content)
-    {
-        const char *btype = llm_json_str(block, "type");
-        const char *t = llm_json_str(block, "text");
-        if (btype && !strcmp(btype, "text") && t && buf_append_str(&text, t) < 0) {
+    json_value_t block;
+    for (json_iter_t it = json_iter(content); json_next(&it, NULL, &block);) {
+        if (llm_json_is(block, "type", "text") && llm_json_append(&text, json_get(block, "text")) < 0) {
             buf_free(&text);
             return llm_fail(out, LLM_ERR_NOMEM, "out_of_memory", "out of memory");
         }
     }
-    const char *stop = llm_json_str(root, "stop_reason");
-    if (stop)
-        llm_set_finish(out, stop);
-    anthropic_model(root, out);
-    int64_t c[4] = {0};
-    anthropic_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), c, &out->usage);
+    anthropic_stop(member[K_STOP], out);
+    llm_json_copy(member[K_MODEL], out->model, sizeof out->model);
+    int64_t c[U_N] = {0};
+    anthropic_usage(member[K_USAGE], c, &out->usage);
     out->text = buf_steal(&text, &out->text_len);
     if (!out->text)
         return llm_fail(out, LLM_ERR_NOMEM, "out_of_memory", "out of memory");
     return 0;
 }
 
-static bool is(const char *a, const char *b) { return a && !strcmp(a, b); }
+/* The members of a stream event that anthropic_event reads. */
+static const char *const event_keys[] = {"type", "error", "message", "content_block", "delta", "usage"};
+enum { E_TYPE, E_ERROR, E_MESSAGE, E_BLOCK, E_DELTA, E_USAGE, E_N };
 
-/* One event of the Messages stream; its data's "type" names it (the SSE event name when absent). */
-static int anthropic_event(llm_stream_t *s, const llm_sse_event_t *ev, const cJSON *root)
+/* One event of the Messages stream (the members m of its object); its "type" names it (the SSE event
+ * name when absent). */
+static int anthropic_event(llm_stream_t *s, const llm_sse_event_t *ev, const json_value_t *m)
 {
-    const char *type = llm_json_str(root, "type");
-    if (!type)
-        type = ev->type;
-    if (is(type, "error") || is(ev->type, "error")) {
-        if (llm_parse_error_body(root, 0, &s->res) == 0)
+    char type[32];
+    if (!llm_json_copy(m[E_TYPE], type, sizeof type))
+        llm_copy_str(type, sizeof type, ev->type);
+    if (!strcmp(type, "error") || !strcmp(ev->type, "error")) {
+        if (llm_parse_error(m[E_ERROR], 0, &s->res) == 0)
             llm_fail(&s->res, LLM_ERR_PROVIDER, "error", "error event without details");
         return -1;
     }
-    if (is(type, "message_start")) {
-        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "message");
+    if (!strcmp(type, "message_start")) {
+        json_value_t msg = m[E_MESSAGE];
         s->started = true;
-        anthropic_model(msg, &s->res);
-        anthropic_usage(cJSON_GetObjectItemCaseSensitive(msg, "usage"), s->counts, &s->res.usage);
-    } else if (is(type, "content_block_start") || is(type, "content_block_delta")) {
-        bool start = is(type, "content_block_start");
-        const cJSON *part = cJSON_GetObjectItemCaseSensitive(root, start ? "content_block" : "delta");
-        const char *text = llm_json_str(part, "text");
-        if (is(llm_json_str(part, "type"), start ? "text" : "text_delta") && text)
-            return llm_stream_emit(s, text, strlen(text));
-    } else if (is(type, "message_delta")) {
-        const char *stop = llm_json_str(cJSON_GetObjectItemCaseSensitive(root, "delta"), "stop_reason");
-        if (stop)
-            llm_set_finish(&s->res, stop);
-        anthropic_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), s->counts, &s->res.usage);
-    } else if (is(type, "message_stop"))
+        llm_json_str(msg, "model", s->res.model, sizeof s->res.model);
+        anthropic_usage(json_get(msg, "usage"), s->counts, &s->res.usage);
+    } else if (!strcmp(type, "content_block_start") || !strcmp(type, "content_block_delta")) {
+        bool start = !strcmp(type, "content_block_start");
+        json_value_t part = m[start ? E_BLOCK : E_DELTA];
+        if (llm_json_is(part, "type", start ? "text" : "text_delta"))
+            return llm_stream_emit(s, json_get(part, "text"));
+    } else if (!strcmp(type, "message_delta")) {
+        anthropic_stop(json_get(m[E_DELTA], "stop_reason"), &s->res);
+        anthropic_usage(m[E_USAGE], s->counts, &s->res.usage);
+    } else if (!strcmp(type, "message_stop"))
         s->complete = true;
     return 0;
 }
@@ -206,6 +209,10 @@ const llm_provider_t llm_anthropic = {
     .end_marker = "message_stop",
     .auth_headers = anthropic_auth,
     .body = anthropic_body,
+    .answer_keys = answer_keys,
+    .n_answer_keys = K_N,
     .parse = anthropic_parse,
+    .event_keys = event_keys,
+    .n_event_keys = E_N,
     .event = anthropic_event,
 };

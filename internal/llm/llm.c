@@ -275,36 +275,78 @@ void llm_set_finish(llm_result_t *out, const char *raw)
     llm_copy_str(out->finish_reason, sizeof out->finish_reason, norm);
 }
 
-const char *llm_json_str(const cJSON *obj, const char *key)
+bool llm_json_copy(json_value_t v, char *dst, size_t cap)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
+    if (v.type != JSON_STRING)
+        return false;
+    size_t n = json_str_prefix(v, dst, cap);
+    if (n == cap) { /* as llm_copy_str: do not split the sequence of the first byte cut off */
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)dst[n] & 0xC0) == 0x80)
+            n--;
+    }
+    dst[n] = '\0';
+    return true;
 }
 
-int64_t llm_json_tokens(const cJSON *obj, const char *key)
+bool llm_json_str(json_value_t obj, const char *key, char *dst, size_t cap)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1e15))
+    return llm_json_copy(json_get(obj, key), dst, cap);
+}
+
+bool llm_json_is(json_value_t obj, const char *key, const char *lit)
+{
+    char s[32];
+    return llm_json_str(obj, key, s, sizeof s) && !strcmp(s, lit);
+}
+
+int llm_json_append(buf_t *b, json_value_t s)
+{
+    if (s.type != JSON_STRING)
+        return 0;
+    if (buf_reserve(b, s.len) < 0)
         return -1;
-    return (int64_t)v->valuedouble;
+    char *at = b->data + b->len;
+    size_t n = json_str_decode(s, at);
+    const char *nul = memchr(at, '\0', n);
+    b->len += nul ? (size_t)(nul - at) : n;
+    b->data[b->len] = '\0';
+    return 0;
 }
 
-int llm_parse_error_body(const cJSON *root, int http_status, llm_result_t *out)
+bool llm_json_object(const char *data, size_t len, json_doc_t *doc, json_value_t *root,
+                     const char *const *keys, size_t n, json_value_t *member)
 {
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
-    if (!e || cJSON_IsNull(e))
+    if (data && len >= 3 && !memcmp(data, "\xEF\xBB\xBF", 3)) {
+        data += 3;
+        len -= 3;
+    }
+    return json_parse_get(data, len, doc, root, keys, n, member, NULL) == 0 && root->type == JSON_OBJECT;
+}
+
+int64_t llm_json_count(json_value_t v)
+{
+    double d;
+    if (json_double(v, &d) < 0 || !(d >= 0 && d <= 1e15))
+        return -1;
+    return (int64_t)d;
+}
+
+int llm_parse_error(json_value_t e, int http_status, llm_result_t *out)
+{
+    char type[sizeof out->error.type], msg[sizeof out->error.message];
+    if (e.type == JSON_NONE || e.type == JSON_NULL)
         return 0;
     out->error.http_status = http_status;
-    if (cJSON_IsString(e))
-        return llm_fail(out, LLM_ERR_PROVIDER, "error", e->valuestring);
-    const char *type = llm_json_str(e, "type");
-    const char *msg = llm_json_str(e, "message");
-    const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
-    if (cJSON_IsString(code))
-        llm_copy_str(out->error.code, sizeof out->error.code, code->valuestring);
-    else if (cJSON_IsNumber(code))
-        snprintf(out->error.code, sizeof out->error.code, "%.0f", code->valuedouble);
-    return llm_fail(out, LLM_ERR_PROVIDER, type ? type : "error", msg ? msg : "provider error");
+    if (llm_json_copy(e, msg, sizeof msg))
+        return llm_fail(out, LLM_ERR_PROVIDER, "error", msg);
+    bool has_type = llm_json_str(e, "type", type, sizeof type);
+    bool has_msg = llm_json_str(e, "message", msg, sizeof msg);
+    json_value_t code = json_get(e, "code");
+    double num;
+    if (!llm_json_copy(code, out->error.code, sizeof out->error.code) && json_double(code, &num) == 0)
+        snprintf(out->error.code, sizeof out->error.code, "%.0f", num);
+    return llm_fail(out, LLM_ERR_PROVIDER, has_type ? type : "error", has_msg ? msg : "provider error");
 }
 
 /* A non-2xx answer without a readable error body: name the status, show the body's printable start. */
@@ -325,20 +367,18 @@ int llm_response_parse(provider_type_t t, int http_status, const char *body, siz
     memset(out, 0, sizeof *out);
     out->error.http_status = http_status;
     bool ok_status = http_status >= 200 && http_status < 300;
-    cJSON *root = body ? cJSON_ParseWithLength(body, len) : NULL;
-    int rc;
-    if (!cJSON_IsObject(root))
-        rc = ok_status ? llm_fail(out, LLM_ERR_MALFORMED, "malformed_response",
-                                  "response body is not a JSON object")
-                       : fail_http(http_status, body ? body : "", body ? len : 0, out);
-    else if (llm_parse_error_body(root, http_status, out) < 0)
-        rc = -1;
-    else if (!ok_status)
-        rc = fail_http(http_status, body, len, out);
-    else
-        rc = llm_provider_of(t)->parse(root, out);
-    cJSON_Delete(root);
-    return rc;
+    const llm_provider_t *prov = llm_provider_of(t);
+    json_doc_t doc;
+    json_value_t root, member[LLM_ROOT_KEYS];
+    if (!llm_json_object(body, len, &doc, &root, prov->answer_keys, prov->n_answer_keys, member))
+        return ok_status ? llm_fail(out, LLM_ERR_MALFORMED, "malformed_response",
+                                    "response body is not a JSON object")
+                         : fail_http(http_status, body ? body : "", body ? len : 0, out);
+    if (llm_parse_error(member[0], http_status, out) < 0)
+        return -1;
+    if (!ok_status)
+        return fail_http(http_status, body, len, out);
+    return prov->parse(member, out);
 }
 
 void llm_result_free(llm_result_t *r)

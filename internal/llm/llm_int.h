@@ -3,8 +3,7 @@
 #ifndef PARLEY_LLM_INT_H
 #define PARLEY_LLM_INT_H
 
-#include <cjson/cJSON.h>
-
+#include "json/json.h"
 #include "llm/llm.h"
 
 /* A list of "Name: value" header strings under construction. */
@@ -26,6 +25,8 @@ struct llm_stream {
     int64_t counts[4]; /* Anthropic's running usage: input, cache creation, cache read, output */
 };
 
+#define LLM_ROOT_KEYS 8
+
 /* One provider: its request path, its auth headers, its body, its answer and its stream events. */
 typedef struct {
     const char *path;
@@ -34,9 +35,16 @@ typedef struct {
     int (*auth_headers)(llm_headers_t *h, const config_provider_t *p);
     int (*body)(buf_t *b, const config_provider_t *p, const chat_message_t *msgs, size_t n,
                 const llm_params_t *params, bool stream, unsigned *dropped, char *err, size_t errlen);
-    int (*parse)(const cJSON *root, llm_result_t *out);
-    /* One stream event: root is its JSON object data, or NULL for done_data. */
-    int (*event)(llm_stream_t *s, const llm_sse_event_t *ev, const cJSON *root);
+    /* The members of an answer's root object that parse reads (at most LLM_ROOT_KEYS), looked up in
+     * one pass; the first is "error", which llm_response_parse checks before parse sees them. */
+    const char *const *answer_keys;
+    size_t n_answer_keys;
+    int (*parse)(const json_value_t *member, llm_result_t *out);
+    /* Likewise for a stream event's JSON object: the members event reads, looked up while it is parsed. */
+    const char *const *event_keys;
+    size_t n_event_keys;
+    /* One stream event: member[i] is its object's event_keys[i]; member is NULL for done_data. */
+    int (*event)(llm_stream_t *s, const llm_sse_event_t *ev, const json_value_t *member);
 } llm_provider_t;
 
 extern const llm_provider_t llm_openai;
@@ -66,13 +74,27 @@ int llm_check_role(const chat_message_t *m, char *err, size_t errlen);
 void llm_copy_str(char *dst, size_t cap, const char *src); /* truncates on a UTF-8 boundary */
 int llm_fail(llm_result_t *out, llm_err_kind_t kind, const char *type, const char *msg); /* returns -1 */
 void llm_set_finish(llm_result_t *out, const char *raw);
-/* JSON helpers: the string at key, or NULL; a token count at key, or -1 when absent or not sane. */
-const char *llm_json_str(const cJSON *obj, const char *key);
-int64_t llm_json_tokens(const cJSON *obj, const char *key);
-/* Fills out->error from an error object ({"error":{...}} / {"type":"error","error":{...}}) when
- * root has one: returns -1 then, 0 when root carries no error. */
-int llm_parse_error_body(const cJSON *root, int http_status, llm_result_t *out);
-/* Hands a stream's text piece to the accumulated answer and to on_delta. 0, or -1 (NOMEM set). */
-int llm_stream_emit(llm_stream_t *s, const char *text, size_t len);
+/* JSON helpers. A string read from an answer ends at its first NUL (from \u0000), as it did when
+ * cJSON parsed the answers. */
+/* Parses data into doc, after a UTF-8 BOM if it starts with one (cJSON skipped it), looking up the
+ * root members keys[0..n) into member on the way; true when it is a JSON object, then in *root. */
+bool llm_json_object(const char *data, size_t len, json_doc_t *doc, json_value_t *root,
+                     const char *const *keys, size_t n, json_value_t *member);
+/* The string v decoded into dst (cap bytes, NUL-terminated, cut as llm_copy_str cuts); false, dst
+ * unchanged, when v is no string. llm_json_str does it for obj's member key. */
+bool llm_json_copy(json_value_t v, char *dst, size_t cap);
+bool llm_json_str(json_value_t obj, const char *key, char *dst, size_t cap);
+/* Whether obj's member key is a string equal to lit (shorter than 31 bytes). */
+bool llm_json_is(json_value_t obj, const char *key, const char *lit);
+/* Appends the string s decoded to b. 0, or -1 when out of memory (b unchanged). */
+int llm_json_append(buf_t *b, json_value_t s);
+/* v as a token count, or -1 when it is no number or not sane. */
+int64_t llm_json_count(json_value_t v);
+/* Fills out->error from e, the "error" member of an answer or event ({"error":{...}} /
+ * {"type":"error","error":{...}}), unless it is absent or null: returns -1 then, else 0. */
+int llm_parse_error(json_value_t e, int http_status, llm_result_t *out);
+/* Hands the string text, a stream's text piece, to the accumulated answer and to on_delta. 0, or -1
+ * (NOMEM set). */
+int llm_stream_emit(llm_stream_t *s, json_value_t text);
 
 #endif

@@ -50,80 +50,86 @@ nomem:
     return -1;
 }
 
+/* The members of an answer (or chunk), of its choice and of its usage that openai.c reads. */
+static const char *const root_keys[] = {"error", "choices", "model", "usage"};
+enum { K_ERROR, K_CHOICES, K_MODEL, K_USAGE, K_N };
+static const char *const choice_keys[] = {"message", "finish_reason", "index", "delta"};
+enum { C_MESSAGE, C_FINISH, C_INDEX, C_DELTA, C_N };
+static const char *const usage_keys[] = {"prompt_tokens", "completion_tokens", "total_tokens"};
+enum { U_PROMPT, U_COMPLETION, U_TOTAL, U_N };
+
 /* {"prompt_tokens","completion_tokens","total_tokens"}; left alone unless both counts are sane. */
-static void openai_usage(const cJSON *u, llm_usage_t *out)
+static void openai_usage(json_value_t u, llm_usage_t *out)
 {
-    int64_t p = llm_json_tokens(u, "prompt_tokens"), c = llm_json_tokens(u, "completion_tokens");
-    if (!cJSON_IsObject(u) || p < 0 || c < 0)
+    json_value_t m[U_N];
+    json_get_many(u, usage_keys, U_N, m);
+    int64_t p = llm_json_count(m[U_PROMPT]), c = llm_json_count(m[U_COMPLETION]);
+    if (u.type != JSON_OBJECT || p < 0 || c < 0)
         return;
-    int64_t t = llm_json_tokens(u, "total_tokens");
+    int64_t t = llm_json_count(m[U_TOTAL]);
     out->prompt_tokens = p;
     out->completion_tokens = c;
     out->total_tokens = t >= 0 ? t : p + c;
     out->has = true;
 }
 
-static void openai_model(const cJSON *root, llm_result_t *out)
+static void openai_model(json_value_t model, llm_result_t *out)
 {
-    const char *model = llm_json_str(root, "model");
-    if (model && !out->model[0])
-        llm_copy_str(out->model, sizeof out->model, model);
+    if (!out->model[0])
+        llm_json_copy(model, out->model, sizeof out->model);
 }
 
-static int openai_parse(const cJSON *root, llm_result_t *out)
+static int openai_parse(const json_value_t *member, llm_result_t *out)
 {
-    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
-    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(choices, 0), "message");
-    if (!cJSON_IsArray(choices) || !cJSON_IsObject(msg))
+    json_value_t c[C_N];
+    json_get_many(json_at(member[K_CHOICES], 0), choice_keys, C_N, c);
+    json_value_t msg = c[C_MESSAGE];
+    if (msg.type != JSON_OBJECT)
         return llm_fail(out, LLM_ERR_MALFORMED, "malformed_response", "response has no choices[0].message");
-    const char *finish = llm_json_str(cJSON_GetArrayItem(choices, 0), "finish_reason");
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
-    const cJSON *tool_calls = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
-    const char *text = cJSON_IsString(content) ? content->valuestring : NULL;
-    if (!text && cJSON_IsNull(content) && cJSON_IsArray(tool_calls) && cJSON_GetArraySize(tool_calls) > 0) {
-        text = "";
+    char finish_buf[sizeof out->finish_reason_raw + 1];
+    const char *finish = llm_json_copy(c[C_FINISH], finish_buf, sizeof finish_buf) ? finish_buf : NULL;
+    json_value_t content = json_get(msg, "content");
+    if (content.type == JSON_NULL && json_at(json_get(msg, "tool_calls"), 0).type != JSON_NONE)
         finish = finish ? finish : "tool_calls";
-    } else if (!text && cJSON_IsNull(content) && llm_json_str(msg, "refusal")) {
-        text = "";
+    else if (content.type == JSON_NULL && json_get(msg, "refusal").type == JSON_STRING)
         finish = "refusal";
-    }
-    if (!text)
+    else if (content.type != JSON_STRING)
         return llm_fail(out, LLM_ERR_MALFORMED, "malformed_response", "response has no message content");
     if (finish)
         llm_set_finish(out, finish);
-    openai_model(root, out);
-    openai_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), &out->usage);
-    out->text_len = strlen(text);
-    out->text = base_strndup(text, out->text_len);
-    if (!out->text)
+    openai_model(member[K_MODEL], out);
+    openai_usage(member[K_USAGE], &out->usage);
+    buf_t text;
+    buf_init(&text, 0);
+    if (llm_json_append(&text, content) < 0 || !(out->text = buf_steal(&text, &out->text_len))) {
+        buf_free(&text);
         return llm_fail(out, LLM_ERR_NOMEM, "out_of_memory", "out of memory");
+    }
     return 0;
 }
 
-/* One chat.completion.chunk (root), an error object, or [DONE] (root NULL). */
-static int openai_event(llm_stream_t *s, const llm_sse_event_t *ev, const cJSON *root)
+/* One chat.completion.chunk (the members m of its root), an error object, or [DONE] (m NULL). */
+static int openai_event(llm_stream_t *s, const llm_sse_event_t *ev, const json_value_t *m)
 {
-    if (!root) {
+    if (!m) {
         s->complete = true;
         return 0;
     }
-    if (llm_parse_error_body(root, 0, &s->res) < 0)
+    json_value_t c[C_N];
+    if (llm_parse_error(m[K_ERROR], 0, &s->res) < 0)
         return -1;
-    openai_model(root, &s->res);
-    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
-    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
-    if (cJSON_IsArray(choices) || cJSON_IsObject(usage))
+    openai_model(m[K_MODEL], &s->res);
+    if (m[K_CHOICES].type == JSON_ARRAY || m[K_USAGE].type == JSON_OBJECT)
         s->started = true;
-    openai_usage(usage, &s->res.usage);
-    const cJSON *choice = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
-    const cJSON *index = cJSON_GetObjectItemCaseSensitive(choice, "index");
-    if (cJSON_IsNumber(index) && index->valuedouble != 0)
+    openai_usage(m[K_USAGE], &s->res.usage);
+    json_get_many(json_at(m[K_CHOICES], 0), choice_keys, C_N, c);
+    double index;
+    if (json_double(c[C_INDEX], &index) == 0 && index != 0)
         return 0; /* another choice than the one asked for (n is never sent, so never expected) */
-    const char *finish = llm_json_str(choice, "finish_reason");
-    if (finish)
+    char finish[sizeof s->res.finish_reason_raw + 1];
+    if (llm_json_copy(c[C_FINISH], finish, sizeof finish))
         llm_set_finish(&s->res, finish);
-    const char *text = llm_json_str(cJSON_GetObjectItemCaseSensitive(choice, "delta"), "content");
-    return text ? llm_stream_emit(s, text, strlen(text)) : 0;
+    return llm_stream_emit(s, json_get(c[C_DELTA], "content"));
 }
 
 const llm_provider_t llm_openai = {
@@ -132,6 +138,10 @@ const llm_provider_t llm_openai = {
     .done_data = "[DONE]",
     .auth_headers = openai_auth,
     .body = openai_body,
+    .answer_keys = root_keys,
+    .n_answer_keys = K_N,
     .parse = openai_parse,
+    .event_keys = root_keys,
+    .n_event_keys = K_N,
     .event = openai_event,
 };

@@ -32,16 +32,17 @@ void llm_stream_free(llm_stream_t *s)
 
 bool llm_stream_complete(const llm_stream_t *s) { return s->complete; }
 
-int llm_stream_emit(llm_stream_t *s, const char *text, size_t len)
+int llm_stream_emit(llm_stream_t *s, json_value_t text)
 {
-    if (len == 0)
-        return 0;
-    if (buf_append(&s->text, text, len) < 0)
+    size_t at = s->text.len;
+    if (llm_json_append(&s->text, text) < 0)
         return llm_fail(&s->res, LLM_ERR_NOMEM, "out_of_memory", "out of memory");
+    if (s->text.len == at)
+        return 0;
     bool first = !s->first_sent;
     s->first_sent = true;
     if (s->on_delta)
-        s->on_delta(s->sink, text, len, first);
+        s->on_delta(s->sink, s->text.data + at, s->text.len - at, first);
     return 0;
 }
 
@@ -49,15 +50,15 @@ int llm_stream_emit(llm_stream_t *s, const char *text, size_t len)
 static int handle_event(llm_stream_t *s, const llm_sse_event_t *ev)
 {
     const llm_provider_t *prov = llm_provider_of(s->type);
+    json_doc_t doc;
+    json_value_t root, member[LLM_ROOT_KEYS];
     if (prov->done_data && ev->data_len == strlen(prov->done_data) &&
         !memcmp(ev->data, prov->done_data, ev->data_len))
         return prov->event(s, ev, NULL);
-    cJSON *root = cJSON_ParseWithLength(ev->data, ev->data_len);
-    int rc = cJSON_IsObject(root) ? prov->event(s, ev, root)
-                                  : llm_fail(&s->res, LLM_ERR_MALFORMED, "malformed_response",
-                                             "stream event data is not a JSON object");
-    cJSON_Delete(root);
-    return rc;
+    if (!llm_json_object(ev->data, ev->data_len, &doc, &root, prov->event_keys, prov->n_event_keys, member))
+        return llm_fail(&s->res, LLM_ERR_MALFORMED, "malformed_response",
+                        "stream event data is not a JSON object");
+    return prov->event(s, ev, member);
 }
 
 static int sse_fail(llm_stream_t *s, int rc)

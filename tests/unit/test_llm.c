@@ -489,6 +489,119 @@ static void bad_2xx_bodies_are_malformed(void **state)
     llm_result_free(&r);
 }
 
+/* What the in-place reader must read as cJSON did: the first of duplicate keys, unknown fields of any
+ * shape (brackets and escaped quotes inside strings), huge or fractional numbers, Unicode escapes,
+ * fields of the wrong type, a numeric error code, a leading BOM. */
+static void answers_read_like_cjson(void **state)
+{
+    llm_result_t r;
+    const char *dup =
+        "{\"model\":\"first\",\"model\":\"second\",\"choices\":[{\"message\":{\"content\":\"a\","
+        "\"content\":\"b\"},\"finish_reason\":\"stop\",\"finish_reason\":\"length\"}],"
+        "\"choices\":[]}";
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, dup, &r), 0);
+    assert_string_equal(r.text, "a");
+    assert_string_equal(r.model, "first");
+    assert_string_equal(r.finish_reason, "stop");
+    llm_result_free(&r);
+
+    const char *nested =
+        "{\"x\":{\"y\":[[{\"z\":\"]}\\\"{[\"}],[]],\"w\":{}},\"choices\":[{\"logprobs\":{\"content\":[{\"t\":"
+        "\"}\"}]},\"message\":{\"role\":\"assistant\",\"extra\":[1,{\"content\":\"no\"}],\"content\":\"yes\"}"
+        "}],"
+        "\"usage\":{\"prompt_tokens\":12.7,\"completion_tokens\":3e2,\"total_tokens\":1e300,"
+        "\"details\":{\"n\":123456789012345678901234567890123456789012345678901234567890123456789}}}";
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, nested, &r), 0);
+    assert_string_equal(r.text, "yes");
+    assert_true(r.usage.has);
+    assert_int_equal(r.usage.prompt_tokens, 12); /* truncated, as from cJSON's valuedouble */
+    assert_int_equal(r.usage.completion_tokens, 300);
+    assert_int_equal(r.usage.total_tokens, 312); /* 1e300 is not a sane count: prompt + completion */
+    llm_result_free(&r);
+
+    const char *huge = "{\"choices\":[{\"message\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":1e20,"
+                       "\"completion_tokens\":1}}";
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, huge, &r), 0);
+    assert_false(r.usage.has);
+    llm_result_free(&r);
+
+    const char *uni =
+        "{\"choices\":[{\"message\":{\"content\":\"caf\\u00e9 \\ud83d\\ude00 \\ud800! \\\"q\\\"\\n\"},"
+        "\"finish_reason\":\"st\\u006fp\"}],\"model\":\"m\\u00fcnchen\"}";
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, uni, &r), 0);
+    assert_string_equal(r.text, "caf\xC3\xA9 \xF0\x9F\x98\x80 \xEF\xBF\xBD! \"q\"\n");
+    assert_int_equal(r.text_len, strlen(r.text));
+    assert_string_equal(r.finish_reason, "stop");
+    assert_string_equal(r.model, "m\xC3\xBCnchen");
+    llm_result_free(&r);
+
+    const char *nul =
+        "{\"choices\":[{\"message\":{\"content\":\"ab\\u0000cd\"}}]}"; /* cJSON: up to the NUL */
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, nul, &r), 0);
+    assert_string_equal(r.text, "ab");
+    assert_int_equal(r.text_len, 2);
+    llm_result_free(&r);
+
+    const char *types =
+        "{\"model\":7,\"choices\":[{\"message\":{\"content\":\"t\"},\"finish_reason\":[\"stop\"]}],"
+        "\"usage\":{\"prompt_tokens\":\"5\",\"completion_tokens\":1}}";
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, types, &r), 0);
+    assert_string_equal(r.model, "");
+    assert_string_equal(r.finish_reason, "");
+    assert_false(r.usage.has);
+    llm_result_free(&r);
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, "{\"choices\":[{\"message\":{\"content\":5}}]}", &r), -1);
+    assert_int_equal(r.error.kind, LLM_ERR_MALFORMED);
+    llm_result_free(&r);
+    assert_int_equal(
+        parse(PROVIDER_ANTHROPIC, 200, "{\"type\":\"message\",\"content\":{\"text\":\"x\"}}", &r), -1);
+    assert_int_equal(r.error.kind, LLM_ERR_MALFORMED);
+    llm_result_free(&r);
+    const char *blocks =
+        "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"a\\u00e9\"},\"junk\",7,"
+        "{\"type\":\"t\\u0065xt\",\"text\":\"b\"},{\"type\":\"text\",\"text\":1},{\"type\":\"text\"}],"
+        "\"usage\":{\"input_tokens\":1,\"cache_read_input_tokens\":2,\"output_tokens\":3}}";
+    assert_int_equal(parse(PROVIDER_ANTHROPIC, 200, blocks, &r), 0);
+    assert_string_equal(r.text, "a\xC3\xA9"
+                                "b");
+    assert_int_equal(r.usage.prompt_tokens, 3);
+    llm_result_free(&r);
+
+    const char *numcode = "{\"error\":{\"message\":\"slow down\",\"type\":\"requests\",\"code\":429}}";
+    assert_int_equal(parse(PROVIDER_OPENAI, 429, numcode, &r), -1);
+    assert_string_equal(r.error.code, "429");
+    assert_string_equal(r.error.type, "requests");
+    llm_result_free(&r);
+    assert_int_equal(parse(PROVIDER_OPENAI, 500, "{\"error\":\"boom \\u00e9\"}", &r), -1);
+    assert_string_equal(r.error.type, "error");
+    assert_string_equal(r.error.message, "boom \xC3\xA9");
+    llm_result_free(&r);
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, "{\"error\":false,\"choices\":[]}", &r), -1);
+    assert_int_equal(r.error.kind, LLM_ERR_PROVIDER); /* any error member but null, as before */
+    assert_string_equal(r.error.message, "provider error");
+    llm_result_free(&r);
+    assert_int_equal(parse(PROVIDER_OPENAI, 503, "{\"error\":null,\"detail\":\"x\"}", &r), -1);
+    assert_string_equal(r.error.type, "http_503");
+    llm_result_free(&r);
+
+    const char *bom = "\xEF\xBB\xBF{\"choices\":[{\"message\":{\"content\":\"bom\"}}]}";
+    assert_int_equal(parse(PROVIDER_OPENAI, 200, bom, &r), 0);
+    assert_string_equal(r.text, "bom");
+    llm_result_free(&r);
+
+    /* a long message is cut on a UTF-8 boundary, as llm_copy_str cuts */
+    buf_t b;
+    buf_init(&b, 0);
+    assert_int_equal(buf_append_str(&b, "{\"error\":{\"type\":\"x\",\"message\":\""), 0);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(buf_append_str(&b, "\\u00e9"), 0);
+    assert_int_equal(buf_append_str(&b, "\"}}"), 0);
+    assert_int_equal(parse(PROVIDER_OPENAI, 400, b.data, &r), -1);
+    assert_int_equal(strlen(r.error.message), 510);
+    buf_free(&b);
+    llm_result_free(&r);
+}
+
 static void classification_table(void **state)
 {
     static const int retry[] = {408, 409, 429, 500, 502, 503, 504, 529};
@@ -854,6 +967,58 @@ static void stream_edge_cases(void **state)
     llm_result_free(&r);
 }
 
+/* Stream events with escapes, wrong types and JSON that is not one object. */
+static void stream_events_read_like_cjson(void **state)
+{
+    static const char oa[] =
+        "data: {\"model\":\"m\",\"model\":\"n\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+        "\"\\u00e9\\ud83d\\ude00\"}}]}\n\n"
+        "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"other choice\"}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0.0,\"delta\":{\"content\":7}}]}\n\n"
+        "data: {\"choices\":[{\"delta\":{\"content\":\"\\\\ \\\"\"},\"finish_reason\":\"stop\"}]}\n\n"
+        "data: [DONE]\n\n";
+    llm_stream_sink_t sink;
+    llm_result_t r;
+    assert_int_equal(run_stream(PROVIDER_OPENAI, oa, sizeof oa - 1, 0, 0, &sink, &r), 0);
+    assert_string_equal(r.text, "\xC3\xA9\xF0\x9F\x98\x80\\ \"");
+    assert_string_equal(r.model, "m");
+    assert_string_equal(r.finish_reason, "stop");
+    assert_int_equal(sink.pieces, 2);
+    buf_free(&sink.text);
+    llm_result_free(&r);
+
+    static const char an[] =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"c\","
+        "\"usage\":{\"input_tokens\":5,\"cache_creation_input_tokens\":1}}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+        "{\"type\":\"text_delta\",\"text\":\"\\u4f60\\u597d\"}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":"
+        "{\"type\":\"thinking_delta\",\"thinking\":\"hmm\",\"text\":\"no\"}}\n\n"
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+        "\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    assert_int_equal(run_stream(PROVIDER_ANTHROPIC, an, sizeof an - 1, 0, 0, &sink, &r), 0);
+    assert_string_equal(r.text, "\xE4\xBD\xA0\xE5\xA5\xBD");
+    assert_string_equal(r.finish_reason, "stop");
+    assert_int_equal(r.usage.prompt_tokens, 6);
+    assert_int_equal(r.usage.completion_tokens, 9);
+    buf_free(&sink.text);
+    llm_result_free(&r);
+
+    static const char *const bad[] = {
+        "data: {\"choices\":[]} trailing\n\n",
+        "data: [1,2]\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"raw\ttab\"}}]}\n\n",
+    };
+    for (size_t i = 0; i < BASE_ARRAY_LEN(bad); i++) {
+        assert_int_equal(run_stream(PROVIDER_OPENAI, bad[i], strlen(bad[i]), 0, 0, &sink, &r), -1);
+        assert_int_equal(r.error.kind, LLM_ERR_MALFORMED);
+        buf_free(&sink.text);
+        llm_result_free(&r);
+    }
+}
+
 static void over_long_line_is_an_error(void **state)
 {
     llm_stream_sink_t sink = {0};
@@ -977,6 +1142,8 @@ int main(void)
         cmocka_unit_test(anthropic_message_skips_thinking),
         cmocka_unit_test(error_bodies_are_classified),
         cmocka_unit_test(bad_2xx_bodies_are_malformed),
+        cmocka_unit_test(answers_read_like_cjson),
+        cmocka_unit_test(stream_events_read_like_cjson),
         cmocka_unit_test(classification_table),
         cmocka_unit_test(sse_follows_the_spec),
         cmocka_unit_test(sse_partial_bom_is_content),
