@@ -2,18 +2,19 @@
  * per-request deadlines, the job begin / commit / put-reply requests of CONTRACT.md §3, and store_eval.
  *
  * Ownership of a request: a store_req_t is taken from a free list when a request is sent and is
- * owned by the hiredis callbacks of its commands (refs counts them); the reply to the last command
- * completes the request, earlier ones only note the first error (inside MULTI, the real reason of an
- * EXECABORT). If the request times out first, its user callback runs with STORE_ERR_TIMEOUT and the
- * record is marked; the late replies (or the NULL replies hiredis gives when the connection goes)
- * then only return it to the free list.
+ * owned by the hiredis callbacks of its commands (refs counts them: one, or SCRIPT LOAD and EVAL); the
+ * reply to the last command completes the request, an earlier one only notes the first error. If the request
+ * times out first, its user callback runs with STORE_ERR_TIMEOUT and the record is marked; the late replies
+ * (or the NULL replies hiredis gives when the connection goes) then only return it to the free list.
  *
  * hiredis is never freed from inside its connect or disconnect callbacks (it frees itself there);
  * from reply callbacks redisAsyncFree is safe (hiredis defers it until the callback returns).
  *
- * Scripts: each connection has a generation number; a script records the generation in which its
- * SCRIPT LOAD answered. An eval keeps a copy of its argv so that a NOSCRIPT answer can be sent again
- * as EVAL from the reply callback (the request's hiredis reference passes to the new command). */
+ * Scripts (store_eval's and the store's own begin and commit scripts, which replace MULTI/EXEC: one
+ * command per request instead of four or six): each connection has a generation number; a script
+ * records the generation in which its SCRIPT LOAD answered. An eval keeps a copy of its argv (in a
+ * buffer that stays with the request record for reuse) so that a NOSCRIPT answer can be sent again as
+ * EVAL from the reply callback (the request's hiredis reference passes to the new command). */
 #include "store/store.h"
 
 #include <arpa/inet.h>
@@ -37,12 +38,36 @@
 #define STORE_ERR_MAX      256
 #define STORE_LAST_ERR_MAX 512
 #define STORE_MAX_ARGS     8
-#define STORE_FREE_REQS    256 /* idle request structures kept for reuse */
+#define STORE_FREE_REQS    256  /* idle request structures kept for reuse */
+#define STORE_KEEP_EVAL    8192 /* an idle request keeps an eval buffer up to this size */
 
 typedef enum { CONN_WAITING, CONN_RESOLVING, CONN_CONNECTING, CONN_UP } conn_state_t;
 
 /* What the single callback of a request expects as its reply. */
-typedef enum { REQ_BEGIN_MULTI, REQ_BEGIN_GET, REQ_COMMIT_MULTI, REQ_SET, REQ_EVAL } req_kind_t;
+typedef enum { REQ_BEGIN_SCRIPT, REQ_BEGIN_GET, REQ_COMMIT_SCRIPT, REQ_SET, REQ_EVAL } req_kind_t;
+
+/* The begin script: the job key and the newest history entries, read at one instant. pcall keeps the
+ * reply in the shape MULTI/EXEC gave it: a 2-element array whose elements may be errors. */
+static const char begin_lua[] =
+    "return {redis.pcall('GET', KEYS[1]), redis.pcall('LRANGE', KEYS[2], ARGV[1], -1)}";
+
+/* The commit script (KEYS: history, job key; ARGV: user, assistant, -max_len, history TTL, reply, job
+ * TTL; a TTL of "0" is not set). It keeps MULTI/EXEC's outcome: an error on the first write (OOM,
+ * READONLY: what MULTI refused while queueing) runs nothing; a WRONGTYPE history is a run-time error,
+ * so the other commands, the SET included, still run. Answers 1, or the first error. */
+static const char commit_lua[] = "local function failed(r) return type(r) == 'table' and r.err ~= nil end\n"
+                                 "local r = redis.pcall('RPUSH', KEYS[1], ARGV[1], ARGV[2])\n"
+                                 "if failed(r) and string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then return r end\n"
+                                 "local first = failed(r) and r or nil\n"
+                                 "local function run(...)\n"
+                                 "  local x = redis.pcall(...)\n"
+                                 "  if first == nil and failed(x) then first = x end\n"
+                                 "end\n"
+                                 "run('LTRIM', KEYS[1], ARGV[3], -1)\n"
+                                 "if ARGV[4] ~= '0' then run('EXPIRE', KEYS[1], ARGV[4]) end\n"
+                                 "if ARGV[6] == '0' then run('SET', KEYS[2], ARGV[5])\n"
+                                 "else run('SET', KEYS[2], ARGV[5], 'EX', ARGV[6]) end\n"
+                                 "return first or 1\n";
 
 /* Handshake steps, passed to the handshake callback as its privdata. */
 typedef enum { HS_AUTH = 1, HS_SELECT, HS_SETNAME, HS_PING } hs_step_t;
@@ -67,18 +92,18 @@ struct store_req {
     bool abandoned; /* the pipeline could not be sent whole; the user was told at once */
     char first_error[160];
     req_kind_t kind;
-    size_t n_queued; /* commands inside MULTI */
     store_begin_cb begin_cb;
     store_done_cb done_cb;
     store_eval_cb eval_cb;
     void *ctx;
-    /* REQ_EVAL only */
+    /* scripts (REQ_EVAL and the job scripts) only */
     store_script_t *script;
     uint64_t gen;     /* the connection it was sent on */
     unsigned replies; /* replies seen so far */
     bool eval_load;   /* a SCRIPT LOAD went first */
     bool eval_resent; /* NOSCRIPT was answered by sending EVAL */
-    void *eval_buf;   /* owns eval_argv, eval_argvlen and the copied keys and args */
+    void *eval_buf;   /* owns eval_argv, eval_argvlen and the copied keys and args; kept for reuse */
+    size_t eval_cap;  /* its size */
     const char **eval_argv;
     size_t *eval_argvlen;
     int eval_argc;
@@ -127,7 +152,13 @@ struct store {
     store_bytes_t *entries;
     size_t entries_cap;
     store_script_t *scripts;
-    uint64_t conn_gen; /* incremented per hiredis connection opened */
+    store_script_t *begin_script, *commit_script;
+    /* the numeric arguments of the job requests, formatted once */
+    char from_arg[24];     /* -history_max_messages */
+    char trim_arg[24];     /* -history_max_len */
+    char hist_ttl_arg[24]; /* history_ttl_s */
+    char job_ttl_arg[24];  /* idempotency_ttl_s */
+    uint64_t conn_gen;     /* incremented per hiredis connection opened */
     char last_error[STORE_LAST_ERR_MAX];
     store_stats_t st;
 
@@ -723,19 +754,32 @@ static void conn_start(store_t *s)
 static store_req_t *req_get(store_t *s)
 {
     store_req_t *r = s->free_reqs;
+    void *buf = NULL;
+    size_t cap = 0;
     if (r) {
         s->free_reqs = r->next;
         s->n_free_reqs--;
+        buf = r->eval_buf;
+        cap = r->eval_cap;
     } else if (!(r = base_malloc(sizeof *r)))
         return NULL;
-    *r = (store_req_t){.s = s};
+    *r = (store_req_t){.s = s, .eval_buf = buf, .eval_cap = cap};
     return r;
 }
 
-static void req_put(store_t *s, store_req_t *r)
+/* Frees r's eval buffer. */
+static void req_drop_buf(store_req_t *r)
 {
     free(r->eval_buf);
     r->eval_buf = NULL;
+    r->eval_cap = 0;
+}
+
+/* Returns r to the free list (a small eval buffer stays with it), or frees it when the list is full. */
+static void req_put(store_t *s, store_req_t *r)
+{
+    if (r->eval_cap > STORE_KEEP_EVAL || s->n_free_reqs >= STORE_FREE_REQS)
+        req_drop_buf(r);
     if (s->n_free_reqs >= STORE_FREE_REQS) {
         free(r);
         return;
@@ -827,8 +871,8 @@ static bool is_unavailable_error(const char *msg)
     return false;
 }
 
-/* The error of a request whose reply (or one of whose replies) was r: its message is the first
- * error Redis gave inside the request (EXECABORT only says that there was one). */
+/* The error of a request whose reply (or an element of it) was r: its message is the first error
+ * Redis gave to the request's commands, else r's. */
 static int request_error(store_t *s, const store_req_t *q, const redisReply *r, const char **msg)
 {
     *msg = q->first_error[0] ? q->first_error : r->str ? r->str : "error";
@@ -839,17 +883,17 @@ static int request_error(store_t *s, const store_req_t *q, const redisReply *r, 
     return STORE_ERR_UNAVAILABLE;
 }
 
-/* Completes a begin request from its reply (the EXEC array, or the GET reply). */
+/* Completes a begin request from its reply (the script's array, or the GET reply). */
 static void finish_begin(store_t *s, store_req_t *q, const redisReply *r)
 {
     store_begin_result_t res = {.err = STORE_OK, .errmsg = ""};
     const redisReply *get = r, *list = NULL;
-    if (q->kind == REQ_BEGIN_MULTI) {
+    if (q->kind == REQ_BEGIN_SCRIPT) {
         if (r->type == REDIS_REPLY_ERROR) {
             get = r;
         } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             res.err = STORE_ERR_PROTOCOL;
-            res.errmsg = "EXEC reply is not a 2-element array";
+            res.errmsg = "begin script reply is not a 2-element array";
             goto out;
         } else {
             get = r->element[0];
@@ -883,25 +927,18 @@ out:
     q->begin_cb(q->ctx, &res);
 }
 
-/* Completes a commit or put-reply request: every command of the transaction must have succeeded. */
+/* Completes a commit or put-reply request: the SET's status, or the commit script's 1 (its first
+ * error otherwise). */
 static void finish_done(store_t *s, store_req_t *q, const redisReply *r)
 {
     int err = STORE_OK;
     const char *msg = "";
     if (r->type == REDIS_REPLY_ERROR) {
         err = request_error(s, q, r, &msg);
-    } else if (q->kind == REQ_SET) {
-        if (r->type != REDIS_REPLY_STATUS) {
-            err = STORE_ERR_PROTOCOL;
-            msg = "SET reply is not a status";
-        }
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != q->n_queued) {
+    } else if (q->kind == REQ_SET ? r->type != REDIS_REPLY_STATUS
+                                  : r->type != REDIS_REPLY_INTEGER || r->integer != 1) {
         err = STORE_ERR_PROTOCOL;
-        msg = r->type == REDIS_REPLY_NIL ? "transaction aborted" : "EXEC reply has the wrong shape";
-    } else {
-        for (size_t i = 0; i < r->elements && !err; i++)
-            if (r->element[i]->type == REDIS_REPLY_ERROR)
-                err = request_error(s, q, r->element[i], &msg);
+        msg = q->kind == REQ_SET ? "SET reply is not a status" : "commit script reply is not 1";
     }
     if (err)
         s->st.errors++;
@@ -975,7 +1012,7 @@ static void req_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
         s->last_progress_ms = uv_now(s->loop);
     else if (ac == s->ac)
         conn_down(s, ac_error(ac, "connection lost"), false);
-    if (r && q->kind == REQ_EVAL && eval_on_reply(s, ac, q, r))
+    if (r && q->script && eval_on_reply(s, ac, q, r))
         return;
     if (r && r->type == REDIS_REPLY_ERROR && !q->first_error[0])
         snprintf(q->first_error, sizeof q->first_error, "%.*s", (int)(r->len < 150 ? r->len : 150), r->str);
@@ -1026,27 +1063,6 @@ static size_t make_key(const store_t *s, char *buf, store_bytes_t conv, const ch
     return n + job_id.len;
 }
 
-/* A pipeline under construction: each command is an argv of at most STORE_MAX_ARGS arguments. */
-typedef struct {
-    int argc[8];
-    const char *argv[8][STORE_MAX_ARGS];
-    size_t argvlen[8][STORE_MAX_ARGS];
-    size_t n;
-} pipeline_t;
-
-/* Appends one command of argc arguments to p. */
-static void pl_add(pipeline_t *p, const store_bytes_t *args, int argc)
-{
-    for (int i = 0; i < argc; i++) {
-        p->argv[p->n][i] = args[i].data;
-        p->argvlen[p->n][i] = args[i].len;
-    }
-    p->argc[p->n++] = argc;
-}
-
-#define PL_ADD(p, ...)                                                                                       \
-    pl_add((p), (const store_bytes_t[]){__VA_ARGS__},                                                        \
-           (int)(sizeof((const store_bytes_t[]){__VA_ARGS__}) / sizeof(store_bytes_t)))
 #define B_STR(s) STORE_BYTES((s), strlen(s))
 
 /* Checks that a request may be sent now; 0 or the store_err_t to return. */
@@ -1144,20 +1160,41 @@ static int req_track(store_t *s, store_req_t *q, size_t n, int64_t timeout_ms)
     return STORE_OK;
 }
 
-/* Sends the pipeline (every command with q's callback) and starts q's deadline. */
-static int req_send(store_t *s, store_req_t *q, pipeline_t *p)
+/* Sends q as the one command args[0..argc) (at most STORE_MAX_ARGS) and starts q's deadline. */
+static int req_send(store_t *s, store_req_t *q, const store_bytes_t *args, int argc)
 {
-    for (size_t i = 0; i < p->n; i++)
-        if (!req_command(s, q, p->argc[i], p->argv[i], p->argvlen[i]))
-            return STORE_ERR_UNAVAILABLE;
-    return req_track(s, q, p->n, s->o.command_timeout_ms);
+    const char *argv[STORE_MAX_ARGS];
+    size_t argvlen[STORE_MAX_ARGS];
+    for (int i = 0; i < argc; i++) {
+        argv[i] = args[i].data;
+        argvlen[i] = args[i].len;
+    }
+    if (!req_command(s, q, argc, argv, argvlen))
+        return STORE_ERR_UNAVAILABLE;
+    return req_track(s, q, 1, s->o.command_timeout_ms);
+}
+
+#define REQ_SEND(s, q, ...)                                                                                  \
+    req_send((s), (q), (const store_bytes_t[]){__VA_ARGS__},                                                 \
+             (int)(sizeof((const store_bytes_t[]){__VA_ARGS__}) / sizeof(store_bytes_t)))
+
+static int eval_send(store_t *s, store_req_t *q, store_script_t *script, const store_bytes_t *keys,
+                     size_t n_keys, const store_bytes_t *args, size_t n_args, size_t data_len,
+                     int64_t timeout_ms);
+
+/* The total length of n byte strings. */
+static size_t bytes_total(const store_bytes_t *b, size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += b[i].len;
+    return total;
 }
 
 int store_job_begin(store_t *s, store_bytes_t conv, store_bytes_t job_id, unsigned flags, store_begin_cb cb,
                     void *ctx)
 {
-    char jkey[STORE_KEY_MAX], hkey[STORE_KEY_MAX], from[24];
-    pipeline_t p = {.n = 0};
+    char jkey[STORE_KEY_MAX], hkey[STORE_KEY_MAX];
     int err = req_check(s, conv, job_id);
     if (err)
         return err;
@@ -1166,40 +1203,23 @@ int store_job_begin(store_t *s, store_bytes_t conv, store_bytes_t job_id, unsign
         return STORE_ERR_NOMEM;
     q->begin_cb = cb;
     q->ctx = ctx;
-    store_bytes_t jk = STORE_BYTES(jkey, make_key(s, jkey, conv, "job:", job_id));
+    store_bytes_t keys[2] = {STORE_BYTES(jkey, make_key(s, jkey, conv, "job:", job_id))};
     if ((flags & STORE_BEGIN_NO_HISTORY) || s->o.history_max_messages == 0) {
         q->kind = REQ_BEGIN_GET;
-        PL_ADD(&p, B_STR("GET"), jk);
-    } else {
-        q->kind = REQ_BEGIN_MULTI;
-        snprintf(from, sizeof from, "-%lld", (long long)s->o.history_max_messages);
-        store_bytes_t hk = STORE_BYTES(hkey, make_key(s, hkey, conv, "history", STORE_BYTES("", 0)));
-        PL_ADD(&p, B_STR("MULTI"));
-        PL_ADD(&p, B_STR("GET"), jk);
-        PL_ADD(&p, B_STR("LRANGE"), hk, B_STR(from), B_STR("-1"));
-        PL_ADD(&p, B_STR("EXEC"));
+        return REQ_SEND(s, q, B_STR("GET"), keys[0]);
     }
-    return req_send(s, q, &p);
+    q->kind = REQ_BEGIN_SCRIPT;
+    keys[1] = STORE_BYTES(hkey, make_key(s, hkey, conv, "history", STORE_BYTES("", 0)));
+    const store_bytes_t from = B_STR(s->from_arg);
+    return eval_send(s, q, s->begin_script, keys, 2, &from, 1, bytes_total(keys, 2) + from.len,
+                     s->o.command_timeout_ms);
 }
 
-/* Adds "SET key reply [EX ttl]" to p; ttl_buf holds the TTL text. */
-static void pl_add_set(const store_t *s, pipeline_t *p, store_bytes_t key, store_bytes_t reply, char *ttl_buf,
-                       size_t ttl_len)
-{
-    if (s->o.idempotency_ttl_s > 0) {
-        snprintf(ttl_buf, ttl_len, "%lld", (long long)s->o.idempotency_ttl_s);
-        PL_ADD(p, B_STR("SET"), key, reply, B_STR("EX"), B_STR(ttl_buf));
-    } else {
-        PL_ADD(p, B_STR("SET"), key, reply);
-    }
-}
-
-/* Builds and sends a commit (with_turn: the history append too) or a put-reply. */
+/* Builds and sends a commit (turn: the history append too, by the commit script) or a put-reply (SET). */
 static int send_final(store_t *s, store_bytes_t conv, store_bytes_t job_id, const store_bytes_t *turn,
                       store_bytes_t reply, store_done_cb cb, void *ctx)
 {
-    char jkey[STORE_KEY_MAX], hkey[STORE_KEY_MAX], trim[24], ttl[24], jttl[24];
-    pipeline_t p = {.n = 0};
+    char jkey[STORE_KEY_MAX], hkey[STORE_KEY_MAX];
     int err = req_check(s, conv, job_id);
     if (err)
         return err;
@@ -1215,23 +1235,17 @@ static int send_final(store_t *s, store_bytes_t conv, store_bytes_t job_id, cons
     store_bytes_t jk = STORE_BYTES(jkey, make_key(s, jkey, conv, "job:", job_id));
     if (!turn) {
         q->kind = REQ_SET;
-        pl_add_set(s, &p, jk, reply, jttl, sizeof jttl);
-        return req_send(s, q, &p);
+        if (s->o.idempotency_ttl_s > 0)
+            return REQ_SEND(s, q, B_STR("SET"), jk, reply, B_STR("EX"), B_STR(s->job_ttl_arg));
+        return REQ_SEND(s, q, B_STR("SET"), jk, reply);
     }
-    q->kind = REQ_COMMIT_MULTI;
-    store_bytes_t hk = STORE_BYTES(hkey, make_key(s, hkey, conv, "history", STORE_BYTES("", 0)));
-    snprintf(trim, sizeof trim, "-%lld", (long long)s->o.history_max_len);
-    PL_ADD(&p, B_STR("MULTI"));
-    PL_ADD(&p, B_STR("RPUSH"), hk, turn[0], turn[1]);
-    PL_ADD(&p, B_STR("LTRIM"), hk, B_STR(trim), B_STR("-1"));
-    if (s->o.history_ttl_s > 0) {
-        snprintf(ttl, sizeof ttl, "%lld", (long long)s->o.history_ttl_s);
-        PL_ADD(&p, B_STR("EXPIRE"), hk, B_STR(ttl));
-    }
-    pl_add_set(s, &p, jk, reply, jttl, sizeof jttl);
-    PL_ADD(&p, B_STR("EXEC"));
-    q->n_queued = p.n - 2;
-    return req_send(s, q, &p);
+    q->kind = REQ_COMMIT_SCRIPT;
+    const store_bytes_t keys[2] = {STORE_BYTES(hkey, make_key(s, hkey, conv, "history", STORE_BYTES("", 0))),
+                                   jk};
+    const store_bytes_t args[6] = {
+        turn[0], turn[1], B_STR(s->trim_arg), B_STR(s->hist_ttl_arg), reply, B_STR(s->job_ttl_arg)};
+    return eval_send(s, q, s->commit_script, keys, 2, args, 6, bytes_total(keys, 2) + bytes_total(args, 6),
+                     s->o.command_timeout_ms);
 }
 
 int store_job_commit(store_t *s, store_bytes_t conv, store_bytes_t job_id, store_bytes_t user_entry,
@@ -1286,16 +1300,20 @@ static long eval_args_size(const store_bytes_t *keys, size_t n_keys, const store
     return (long)total;
 }
 
-/* Builds q's argv "EVALSHA sha numkeys keys... args..." in one allocation (keys and args copied, so
- * that a NOSCRIPT answer can be resent). 0, or STORE_ERR_NOMEM. */
+/* Builds q's argv "EVALSHA sha numkeys keys... args..." in one buffer (keys and args copied, so that a
+ * NOSCRIPT answer can be resent; the buffer of a reused request serves when it is large enough). 0, or
+ * STORE_ERR_NOMEM. */
 static int eval_build(store_req_t *q, const store_bytes_t *keys, size_t n_keys, const store_bytes_t *args,
                       size_t n_args, size_t data_len)
 {
-    size_t argc = 3 + n_keys + n_args;
-    char *buf = base_malloc(argc * (sizeof(char *) + sizeof(size_t)) + 24 + data_len);
-    if (!buf)
-        return STORE_ERR_NOMEM;
-    q->eval_buf = buf;
+    size_t argc = 3 + n_keys + n_args, need = argc * (sizeof(char *) + sizeof(size_t)) + 24 + data_len;
+    if (need > q->eval_cap) {
+        req_drop_buf(q);
+        if (!(q->eval_buf = base_malloc(need)))
+            return STORE_ERR_NOMEM;
+        q->eval_cap = need;
+    }
+    char *buf = q->eval_buf;
     q->eval_argv = (const char **)(void *)buf;
     q->eval_argvlen = (size_t *)(void *)(buf + argc * sizeof(char *));
     char *numkeys = buf + argc * (sizeof(char *) + sizeof(size_t)), *data = numkeys + 24;
@@ -1304,7 +1322,7 @@ static int eval_build(store_req_t *q, const store_bytes_t *keys, size_t n_keys, 
     q->eval_argvlen[0] = 7;
     q->eval_argv[1] = q->script->sha;
     q->eval_argvlen[1] = 40;
-    q->eval_argvlen[2] = (size_t)snprintf(numkeys, 24, "%zu", n_keys);
+    q->eval_argvlen[2] = base_u64_dec(numkeys, n_keys);
     q->eval_argv[2] = numkeys;
     for (size_t i = 0; i < n_keys + n_args; i++) {
         const store_bytes_t *b = i < n_keys ? &keys[i] : &args[i - n_keys];
@@ -1338,9 +1356,20 @@ int store_eval(store_t *s, store_script_t *script, const store_bytes_t *keys, si
     q->kind = REQ_EVAL;
     q->eval_cb = cb;
     q->ctx = ctx;
+    return eval_send(s, q, script, keys, n_keys, args, n_args, (size_t)data_len,
+                     timeout_ms ? timeout_ms : s->o.command_timeout_ms);
+}
+
+/* Sends q (kind, callback and ctx set) as script with keys and args (data_len bytes in all): EVALSHA,
+ * or "SCRIPT LOAD + EVAL" on the first call of a connection; starts its deadline of timeout_ms. */
+static int eval_send(store_t *s, store_req_t *q, store_script_t *script, const store_bytes_t *keys,
+                     size_t n_keys, const store_bytes_t *args, size_t n_args, size_t data_len,
+                     int64_t timeout_ms)
+{
+    int err;
     q->script = script;
     q->gen = s->conn_gen;
-    if ((err = eval_build(q, keys, n_keys, args, n_args, (size_t)data_len)) != STORE_OK) {
+    if ((err = eval_build(q, keys, n_keys, args, n_args, data_len)) != STORE_OK) {
         req_put(s, q);
         return err;
     }
@@ -1360,12 +1389,22 @@ int store_eval(store_t *s, store_script_t *script, const store_bytes_t *keys, si
     }
     if (!req_command(s, q, q->eval_argc, q->eval_argv, q->eval_argvlen))
         return STORE_ERR_UNAVAILABLE;
-    return req_track(s, q, q->eval_load ? 2 : 1, timeout_ms ? timeout_ms : s->o.command_timeout_ms);
+    return req_track(s, q, q->eval_load ? 2 : 1, timeout_ms);
 }
 
 const char *store_key_prefix(const store_t *s) { return s->prefix; }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
+
+static void scripts_free(store_t *s)
+{
+    while (s->scripts) {
+        store_script_t *sc = s->scripts;
+        s->scripts = sc->next;
+        free(sc->body);
+        free(sc);
+    }
+}
 
 /* Checks the numeric options; 0 or -1 with err filled. */
 static int check_options(const store_options_t *o, char *err, size_t errlen)
@@ -1421,6 +1460,13 @@ store_t *store_new(uv_loop_t *loop, const store_options_t *opts, char *err, size
     s->o.key_prefix = s->prefix; /* the copies are kept; the caller's strings are not */
     s->o.client_name = s->client_name;
     s->stall_ms = opts->stall_timeout_ms == 0 ? 3 * opts->command_timeout_ms : opts->stall_timeout_ms;
+    snprintf(s->from_arg, sizeof s->from_arg, "-%lld", (long long)opts->history_max_messages);
+    snprintf(s->trim_arg, sizeof s->trim_arg, "-%lld", (long long)opts->history_max_len);
+    snprintf(s->hist_ttl_arg, sizeof s->hist_ttl_arg, "%lld", (long long)opts->history_ttl_s);
+    snprintf(s->job_ttl_arg, sizeof s->job_ttl_arg, "%lld", (long long)opts->idempotency_ttl_s);
+    if (!(s->begin_script = store_script_add(s, begin_lua)) ||
+        !(s->commit_script = store_script_add(s, commit_lua)))
+        goto nomem;
     if (s->url.is_unix)
         snprintf(s->endpoint, sizeof s->endpoint, "%s", s->url.host);
     else if (strchr(s->url.host, ':'))
@@ -1440,6 +1486,7 @@ nomem:
     snprintf(err, errlen, "store: out of memory");
 fail:
     if (s) {
+        scripts_free(s);
         store_tls_ctx_free(s->tls);
         store_url_free(&s->url);
         free(s->prefix);
@@ -1467,14 +1514,10 @@ static void maybe_finish_close(store_t *s)
     while (s->free_reqs) {
         store_req_t *r = s->free_reqs;
         s->free_reqs = r->next;
+        req_drop_buf(r);
         free(r);
     }
-    while (s->scripts) {
-        store_script_t *sc = s->scripts;
-        s->scripts = sc->next;
-        free(sc->body);
-        free(sc);
-    }
+    scripts_free(s);
     store_tls_ctx_free(s->tls);
     store_url_free(&s->url);
     free(s->prefix);

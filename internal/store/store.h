@@ -1,5 +1,6 @@
 /* store — parley's only Redis client: the idempotency check and history load of a job in one round
- * trip, and the history append plus stored final reply in one MULTI/EXEC (CONTRACT.md §3); and one
+ * trip, and the history append plus stored final reply in one atomic step (CONTRACT.md §3: a Lua
+ * script each, run with EVALSHA, atomic as MULTI/EXEC and one command instead of six); and one
  * generic primitive, store_eval, that runs another module's Lua script atomically (limits' fleet-wide
  * rate budgets).
  * It owns one hiredis async connection on the caller's libuv loop, its handshake (AUTH, SELECT,
@@ -117,15 +118,18 @@ typedef void (*store_done_cb)(void *ctx, int err, const char *errmsg);
 #define STORE_BEGIN_NO_HISTORY 1u /* the job carries inline history: only check the job key */
 
 /* One round trip: GET the job key and (unless STORE_BEGIN_NO_HISTORY or history_max_messages is 0)
- * LRANGE the newest history entries, in one MULTI/EXEC so both come from one instant. */
+ * LRANGE the newest history entries, in one script (EVALSHA) so both come from one instant; without
+ * history a plain GET. */
 int store_job_begin(store_t *s, store_bytes_t conv, store_bytes_t job_id, unsigned flags, store_begin_cb cb,
                     void *ctx);
 
-/* MULTI; RPUSH history user assistant; LTRIM to history_max_len; EXPIRE history_ttl_s; SET the job
- * key to reply EX idempotency_ttl_s; EXEC. Without history_append only the SET. Any failed command
- * inside the transaction makes the whole request fail (STORE_ERR_REDIS, or UNAVAILABLE as above).
- * Redis does not roll back: after a run-time error (WRONGTYPE history) the other commands, the SET
- * included, did run; a command refused while queueing (OOM, READONLY) means none ran. */
+/* One script (EVALSHA), atomic: RPUSH history user assistant; LTRIM to history_max_len; EXPIRE
+ * history_ttl_s (unless 0); SET the job key to reply [EX idempotency_ttl_s]. Without history_append
+ * only the SET (a plain SET). Any failed command makes the whole request fail (STORE_ERR_REDIS with
+ * that command's error, or UNAVAILABLE as above). As with MULTI/EXEC there is no roll back: after a
+ * run-time error (WRONGTYPE history) the other commands, the SET included, did run; a write refused
+ * at once (OOM, READONLY) means none ran. A NOSCRIPT answer (Redis restarted, SCRIPT FLUSH) is
+ * answered by sending the script body once more, invisibly to the caller. */
 int store_job_commit(store_t *s, store_bytes_t conv, store_bytes_t job_id, store_bytes_t user_entry,
                      store_bytes_t assistant_entry, store_bytes_t reply, store_done_cb cb, void *ctx);
 
@@ -179,7 +183,7 @@ const char *store_key_prefix(const store_t *s);
 
 typedef struct {
     uint64_t requests;         /* store_job_* and store_eval requests sent */
-    uint64_t commands;         /* Redis commands sent for them (MULTI and EXEC count) */
+    uint64_t commands;         /* Redis commands sent for them (SCRIPT LOAD and NOSCRIPT resends count) */
     uint64_t errors;           /* requests that completed with an error other than a timeout */
     uint64_t timeouts;         /* requests that completed with STORE_ERR_TIMEOUT */
     uint64_t late_replies;     /* replies that arrived after their request timed out */

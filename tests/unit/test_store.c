@@ -446,8 +446,125 @@ static void begin_on_empty_conversation(void **state)
     store_stats_t st;
     store_stats(f->store, &st);
     assert_int_equal(st.requests, 1);
-    assert_int_equal(st.commands, 4); /* MULTI GET LRANGE EXEC */
+    assert_int_equal(st.commands, 2); /* SCRIPT LOAD, EVAL: the script's first use on this connection */
     assert_true(st.up);
+    r = do_begin(f, S("c-empty"), "j-2", 0);
+    assert_int_equal(r.err, STORE_OK);
+    store_stats(f->store, &st);
+    assert_int_equal(st.commands, 3); /* then one EVALSHA per request */
+    assert_int_equal(do_commit(f, S("c-empty"), "j-2", "u", "a", "r"), STORE_OK);
+    assert_int_equal(do_commit(f, S("c-empty"), "j-3", "u", "a", "r"), STORE_OK);
+    store_stats(f->store, &st);
+    assert_int_equal(st.requests, 4);
+    assert_int_equal(st.commands, 6);
+}
+
+/* A SCRIPT FLUSH between two jobs (or a Redis restart, which empties the script cache) is invisible:
+ * NOSCRIPT is answered by sending the script again, once. */
+static void noscript_is_recovered(void **state)
+{
+    fx_t *f = *state;
+    default_store(f);
+    assert_int_equal(do_commit(f, S("n"), "j1", "u1", "a1", "r1"), STORE_OK);
+    res_t r = do_begin(f, S("n"), "j2", 0);
+    assert_int_equal(r.n_entries, 2);
+    store_stats_t st0, st;
+    store_stats(f->store, &st0);
+    freeReplyObject(sync_cmd(f, "SCRIPT FLUSH"));
+    r = do_begin(f, S("n"), "j2", 0);
+    assert_int_equal(r.err, STORE_OK);
+    assert_int_equal(r.n_entries, 2);
+    assert_int_equal(do_commit(f, S("n"), "j2", "u2", "a2", "r2"), STORE_OK);
+    store_stats(f->store, &st);
+    assert_int_equal(st.commands - st0.commands, 4); /* EVALSHA -> NOSCRIPT -> EVAL, for each script */
+    assert_int_equal(st.errors, 0);
+    r = do_begin(f, S("n"), "j2", 0);
+    assert_true(r.has_reply);
+    assert_memory_equal(r.reply, "r2", 2);
+    assert_int_equal(r.n_entries, 4);
+    assert_memory_equal(r.entry[3], "a2", 2);
+    freeReplyObject(sync_cmd(f, "SCRIPT FLUSH")); /* two jobs in flight at once both recover */
+    res_t a = {0}, b = {0};
+    assert_int_equal(store_job_commit(f->store, S("n"), S("j3"), S("u3"), S("a3"), S("r3"), done_cb, &a), 0);
+    assert_int_equal(store_job_commit(f->store, S("n"), S("j4"), S("u4"), S("a4"), S("r4"), done_cb, &b), 0);
+    RUN_UNTIL(f, a.calls && b.calls, 3000);
+    assert_int_equal(a.err, STORE_OK);
+    assert_int_equal(b.err, STORE_OK);
+    assert_int_equal(sync_int(f, "LLEN %b", "parley:{n}:history", 18), 8);
+    store_stats(f->store, &st);
+    assert_int_equal(st.in_flight, 0);
+}
+
+/* The TTLs and trims of a commit, to the millisecond, in each variant of the options. */
+static void commit_ttls_and_trims(void **state)
+{
+    fx_t *f = *state;
+    store_options_t o;
+    char url[128];
+    test_options(f, &o, url, sizeof url);
+    o.history_max_len = 3;
+    o.history_ttl_s = 100;
+    o.idempotency_ttl_s = 50;
+    store_up(f, &o);
+    const char *hkey = "parley:{t}:history", *jkey = "parley:{t}:job:j2";
+    assert_int_equal(do_commit(f, S("t"), "j1", "u1", "a1", "r1"), STORE_OK);
+    assert_int_equal(do_commit(f, S("t"), "j2", "u2", "a2", "r2"), STORE_OK);
+    long long pttl = sync_int(f, "PTTL %b", hkey, strlen(hkey));
+    assert_true(pttl > 98000 && pttl <= 100000);
+    pttl = sync_int(f, "PTTL %b", jkey, strlen(jkey));
+    assert_true(pttl > 48000 && pttl <= 50000);
+    redisReply *all = sync_cmd(f, "LRANGE %s 0 -1", hkey); /* 4 pushed, the newest 3 kept */
+    assert_int_equal(all->elements, 3);
+    assert_string_equal(all->element[0]->str, "a1");
+    assert_string_equal(all->element[2]->str, "a2");
+    freeReplyObject(all);
+    redisReply *v = sync_cmd(f, "GET %s", jkey);
+    assert_string_equal(v->str, "r2");
+    freeReplyObject(v);
+    store_down(f);
+
+    /* TTLs of 0: no expiry on the job key, and the history's TTL is left as it is */
+    f->ups = 0;
+    f->closed = false;
+    test_options(f, &o, url, sizeof url);
+    o.history_max_len = 1;
+    o.history_ttl_s = 0;
+    o.idempotency_ttl_s = 0;
+    store_up(f, &o);
+    freeReplyObject(sync_cmd(f, "EXPIRE %s 777", hkey));
+    assert_int_equal(do_commit(f, S("t"), "j3", "u3", "a3", "r3"), STORE_OK);
+    long long ttl = sync_int(f, "TTL %b", hkey, strlen(hkey));
+    assert_true(ttl > 770 && ttl <= 777);
+    assert_int_equal(sync_int(f, "TTL %b", "parley:{t}:job:j3", 17), -1);
+    assert_int_equal(sync_int(f, "LLEN %b", hkey, strlen(hkey)), 1);
+    res_t r = do_begin(f, S("t"), "j3", 0);
+    assert_true(r.has_reply);
+    assert_int_equal(r.n_entries, 1);
+    assert_memory_equal(r.entry[0], "a3", 2);
+}
+
+/* history_max_messages 0 (history off): begin is one GET; the commit still appends. */
+static void history_off_begin_is_a_get(void **state)
+{
+    fx_t *f = *state;
+    store_options_t o;
+    char url[128];
+    test_options(f, &o, url, sizeof url);
+    o.history_max_messages = 0;
+    store_up(f, &o);
+    assert_int_equal(do_commit(f, S("h"), "j", "u", "a", "r"), STORE_OK);
+    store_stats_t st0, st;
+    store_stats(f->store, &st0);
+    res_t r = do_begin(f, S("h"), "j", 0);
+    assert_int_equal(r.err, STORE_OK);
+    assert_true(r.has_reply);
+    assert_int_equal(r.n_entries, 0);
+    r = do_begin(f, S("h"), "j-new", 0);
+    assert_int_equal(r.err, STORE_OK);
+    assert_false(r.has_reply);
+    store_stats(f->store, &st);
+    assert_int_equal(st.commands - st0.commands, 2);
+    assert_int_equal(sync_int(f, "LLEN %b", "parley:{h}:history", 18), 2);
 }
 
 static void commit_then_begin(void **state)
@@ -476,6 +593,8 @@ static void commit_then_begin(void **state)
     assert_true(r.has_reply);
     assert_int_equal(r.reply_len, strlen("{\"final\":1}"));
     assert_memory_equal(r.reply, "{\"final\":1}", r.reply_len);
+    assert_int_equal(r.n_entries, 2); /* an answered job comes with its history, as from one instant */
+    assert_memory_equal(r.entry[1], "{\"a\":1}", r.entry_len[1]);
 
     r = do_begin(f, S("c1"), "j2", 0);
     assert_false(r.has_reply);
@@ -580,23 +699,43 @@ static void failed_exec_is_an_error(void **state)
     fx_t *f = *state;
     default_store(f);
     freeReplyObject(sync_cmd(f, "SET parley:{w}:history not-a-list"));
-    assert_int_equal(do_commit(f, S("w"), "j", "u", "a", "r"), STORE_ERR_REDIS);
+    res_t d = {0};
+    assert_int_equal(store_job_commit(f->store, S("w"), S("j"), S("u"), S("a"), S("r"), done_cb, &d), 0);
+    RUN_UNTIL(f, d.calls, 3000);
+    assert_int_equal(d.err, STORE_ERR_REDIS);
+    assert_true(strncmp(d.errmsg, "WRONGTYPE", 9) == 0);
+    /* as with MULTI/EXEC, a run-time error does not stop the rest: the reply was stored */
+    assert_int_equal(sync_int(f, "EXISTS %b", "parley:{w}:job:j", 16), 1);
     res_t r = do_begin(f, S("w"), "j2", 0);
     assert_int_equal(r.err, STORE_ERR_REDIS);
-    assert_non_null(strstr(r.errmsg, "WRONGTYPE"));
+    assert_true(strncmp(r.errmsg, "WRONGTYPE", 9) == 0);
+    freeReplyObject(sync_cmd(f, "RPUSH parley:{l}:job:j x")); /* the job key of the wrong type */
+    r = do_begin(f, S("l"), "j", 0);
+    assert_int_equal(r.err, STORE_ERR_REDIS);
+    assert_true(strncmp(r.errmsg, "WRONGTYPE", 9) == 0);
+    r = do_begin(f, S("l"), "j", STORE_BEGIN_NO_HISTORY);
+    assert_int_equal(r.err, STORE_ERR_REDIS);
     store_stats_t st;
     store_stats(f->store, &st);
-    assert_int_equal(st.errors, 2);
+    assert_int_equal(st.errors, 4);
+    assert_true(store_is_up(f->store));
 
     /* a command refused while queueing: EXEC only says EXECABORT, the error names the cause */
     freeReplyObject(sync_cmd(f, "CONFIG SET maxmemory-policy noeviction"));
     freeReplyObject(sync_cmd(f, "CONFIG SET maxmemory 1"));
-    res_t d = {0};
-    assert_int_equal(store_job_commit(f->store, S("ok"), S("j"), S("u"), S("a"), S("r"), done_cb, &d), 0);
+    freeReplyObject(sync_cmd(f, "EXPIRE parley:{w}:job:j 1000"));
+    d = (res_t){0};
+    assert_int_equal(store_job_commit(f->store, S("w"), S("j"), S("u"), S("a"), S("r2"), done_cb, &d), 0);
     RUN_UNTIL(f, d.calls, 3000);
     assert_int_equal(d.err, STORE_ERR_REDIS);
     assert_true(strncmp(d.errmsg, "OOM", 3) == 0);
     assert_true(store_is_up(f->store));
+    freeReplyObject(sync_cmd(f, "CONFIG SET maxmemory 0"));
+    redisReply *v = sync_cmd(f, "GET parley:{w}:job:j"); /* nothing of the refused commit ran */
+    assert_string_equal(v->str, "r");
+    freeReplyObject(v);
+    long long ttl = sync_int(f, "TTL %b", "parley:{w}:job:j", 16);
+    assert_true(ttl > 990 && ttl <= 1000);
 }
 
 static void replica_is_unavailable_not_an_error(void **state)
@@ -1200,6 +1339,9 @@ int main(void)
         cmocka_unit_test(url_parsing),
         cmocka_unit_test_setup_teardown(bad_options_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(begin_on_empty_conversation, setup, teardown),
+        cmocka_unit_test_setup_teardown(noscript_is_recovered, setup, teardown),
+        cmocka_unit_test_setup_teardown(commit_ttls_and_trims, setup, teardown),
+        cmocka_unit_test_setup_teardown(history_off_begin_is_a_get, setup, teardown),
         cmocka_unit_test_setup_teardown(commit_then_begin, setup, teardown),
         cmocka_unit_test_setup_teardown(odd_conversation_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(limits_flags_and_put_reply, setup, teardown),
