@@ -18,7 +18,7 @@ APP_PW="app-PW-SECRET-4242"
 TLS_PORT=$(free_port)
 start_redis redis --requirepass "$ADMIN_PW" --tls-port "$TLS_PORT" --tls-cert-file "$T/srv.crt" \
     --tls-key-file "$T/srv.key" --tls-ca-cert-file "$T/ca.crt" --tls-auth-clients no
-rcli --no-auth-warning -a "$ADMIN_PW" ACL SETUSER app on ">$APP_PW" '~parley:*' +@all >/dev/null
+rcli --no-auth-warning -a "$ADMIN_PW" ACL SETUSER app on ">$APP_PW" '~parley:*' +@read +@write +@scripting +@connection >/dev/null  # the set README names
 start_dev --provider p:openai:latency_ms=5
 
 REDIS_URL="rediss://app:$APP_PW@localhost:$TLS_PORT/0"
