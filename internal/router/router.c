@@ -3,6 +3,7 @@
  * and the result handed to on_done. */
 #include "router/router.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,12 +68,8 @@ static void call_free(router_call_t *call)
         uv_timer_stop(call->timer);
         uv_close((uv_handle_t *)call->timer, timer_free);
     }
-    free(call->order);
-    free(call->requests);
-    free(call->slots);
-    free(call->attempts);
     free(call->tracestate);
-    free(call);
+    free(call); /* with its arrays: call_alloc */
 }
 
 void call_leave(router_call_t *call)
@@ -379,6 +376,26 @@ static void call_set_deadline(router_call_t *call, const router_request_t *req)
     }
 }
 
+static size_t align_up(size_t v) { return (v + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1); }
+
+/* A zeroed call and its per-provider arrays (order, requests, slots, 2n attempts) in one allocation. */
+static router_call_t *call_alloc(size_t n)
+{
+    size_t o_order = align_up(sizeof(router_call_t));
+    size_t o_requests = o_order + align_up(n * sizeof(size_t));
+    size_t o_slots = o_requests + align_up(n * sizeof(llm_request_t));
+    size_t o_attempts = o_slots + align_up(n * sizeof(call_slot_t));
+    char *block = base_calloc(1, o_attempts + 2 * n * sizeof(attempt_t));
+    if (!block)
+        return NULL;
+    router_call_t *call = (router_call_t *)block;
+    call->order = (size_t *)(block + o_order);
+    call->requests = (llm_request_t *)(block + o_requests);
+    call->slots = (call_slot_t *)(block + o_slots);
+    call->attempts = (attempt_t *)(block + o_attempts);
+    return call;
+}
+
 router_call_t *router_start(router_t *r, const router_request_t *req, const router_callbacks_t *cbs,
                             char *err, size_t errlen)
 {
@@ -388,15 +405,8 @@ router_call_t *router_start(router_t *r, const router_request_t *req, const rout
         snprintf(err, errlen, "route %s has no providers", route->name);
         return NULL;
     }
-    router_call_t *call = base_calloc(1, sizeof *call);
-    if (!call)
-        goto nomem;
-    call->order = base_calloc(n, sizeof *call->order);
-    call->requests = base_calloc(n, sizeof *call->requests);
-    call->slots = base_calloc(n, sizeof *call->slots);
-    call->attempts = base_calloc(2 * n, sizeof *call->attempts);
-    call->timer = base_malloc(sizeof *call->timer);
-    if (!call->order || !call->requests || !call->slots || !call->attempts || !call->timer)
+    router_call_t *call = call_alloc(n);
+    if (!call || !(call->timer = base_malloc(sizeof *call->timer)))
         goto nomem;
     uv_timer_init(r->loop, call->timer);
     call->timer->data = call;
@@ -433,14 +443,7 @@ router_call_t *router_start(router_t *r, const router_request_t *req, const rout
     call->busy--;
     return call;
 nomem:
-    if (call) {
-        free(call->order);
-        free(call->requests);
-        free(call->slots);
-        free(call->attempts);
-        free(call->timer);
-        free(call);
-    }
+    free(call);
     snprintf(err, errlen, "out of memory");
     return NULL;
 }
