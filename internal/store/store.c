@@ -46,10 +46,15 @@ typedef enum { CONN_WAITING, CONN_RESOLVING, CONN_CONNECTING, CONN_UP } conn_sta
 /* What the single callback of a request expects as its reply. */
 typedef enum { REQ_BEGIN_SCRIPT, REQ_BEGIN_GET, REQ_COMMIT_SCRIPT, REQ_SET, REQ_EVAL } req_kind_t;
 
-/* The begin script: the job key and the newest history entries, read at one instant. pcall keeps the
- * reply in the shape MULTI/EXEC gave it: a 2-element array whose elements may be errors. */
-static const char begin_lua[] =
-    "return {redis.pcall('GET', KEYS[1]), redis.pcall('LRANGE', KEYS[2], ARGV[1], -1)}";
+/* The begin script: the job key and the newest history entries, read at one instant: a 2-element array
+ * whose elements may be errors (pcall). The entries come as one string, each "LEN:" then its bytes
+ * (oldest first), so the reply is two strings however long the history: no reply object per entry. */
+static const char begin_lua[] = "local l = redis.pcall('LRANGE', KEYS[2], ARGV[1], -1)\n"
+                                "if l.err == nil then\n"
+                                "  for i, e in ipairs(l) do l[i] = #e .. ':' .. e end\n"
+                                "  l = table.concat(l)\n"
+                                "end\n"
+                                "return {redis.pcall('GET', KEYS[1]), l}";
 
 /* The commit script (KEYS: history, job key; ARGV: user, assistant, -max_len, history TTL, reply, job
  * TTL; a TTL of "0" is not set). It keeps MULTI/EXEC's outcome: an error on the first write (OOM,
@@ -884,6 +889,27 @@ static int request_error(store_t *s, const store_req_t *q, const redisReply *r, 
 }
 
 /* Completes a begin request from its reply (the script's array, or the GET reply). */
+/* Splits the begin script's "LEN:BYTES..." history string into res's entries (views into p); an entry
+ * over max_entry_bytes, or past the room for entries, is counted as skipped. 0, or -1 when malformed. */
+static int entries_unframe(store_t *s, const char *p, size_t n, store_begin_result_t *res)
+{
+    const char *end = p + n;
+    while (p < end) {
+        size_t len = 0, digits = 0;
+        for (; p < end && *p >= '0' && *p <= '9' && digits < 10; p++, digits++)
+            len = len * 10 + (size_t)(*p - '0');
+        if (digits == 0 || p == end || *p != ':' || len > (size_t)(end - p - 1))
+            return -1;
+        p++;
+        if (len > (size_t)s->o.max_entry_bytes || res->n_entries == s->entries_cap)
+            res->n_skipped++;
+        else
+            s->entries[res->n_entries++] = STORE_BYTES(p, len);
+        p += len;
+    }
+    return 0;
+}
+
 static void finish_begin(store_t *s, store_req_t *q, const redisReply *r)
 {
     store_begin_result_t res = {.err = STORE_OK, .errmsg = ""};
@@ -907,18 +933,15 @@ static void finish_begin(store_t *s, store_req_t *q, const redisReply *r)
     if (get->type == REDIS_REPLY_STRING) {
         res.has_reply = true;
         res.reply = STORE_BYTES(get->str, get->len);
-    } else if (get->type != REDIS_REPLY_NIL || (list && list->type != REDIS_REPLY_ARRAY)) {
+    } else if (get->type != REDIS_REPLY_NIL || (list && list->type != REDIS_REPLY_STRING)) {
         res.err = STORE_ERR_PROTOCOL;
         res.errmsg = "unexpected GET or LRANGE reply type";
         goto out;
     }
-    for (size_t i = 0; list && i < list->elements; i++) {
-        const redisReply *e = list->element[i];
-        if (e->type != REDIS_REPLY_STRING || e->len > (size_t)s->o.max_entry_bytes ||
-            res.n_entries == s->entries_cap)
-            res.n_skipped++;
-        else
-            s->entries[res.n_entries++] = STORE_BYTES(e->str, e->len);
+    if (list && entries_unframe(s, list->str, list->len, &res) < 0) {
+        res.err = STORE_ERR_PROTOCOL;
+        res.errmsg = "history entries are not framed as LEN:BYTES";
+        goto out;
     }
     res.entries = s->entries;
 out:

@@ -650,6 +650,27 @@ static void odd_conversation_ids(void **state)
     assert_int_equal(none.calls, 0);
 }
 
+/* Entries reach the caller byte for byte through the begin script's LEN:BYTES framing: empty ones,
+ * ones that look like framing, binary bytes. */
+static void history_entries_survive_the_framing(void **state)
+{
+    fx_t *f = *state;
+    default_store(f);
+    static const char bin[] = {'a', '\0', ':', '\n', (char)0xff, '9'};
+    freeReplyObject(sync_cmd(f, "RPUSH %s %b %s %b %s", "parley:{fr}:history", "", (size_t)0, "12:ab:", bin,
+                             sizeof bin, "last"));
+    res_t r = do_begin(f, S("fr"), "j", 0);
+    assert_int_equal(r.err, STORE_OK);
+    assert_int_equal(r.n_entries, 4);
+    assert_int_equal(r.n_skipped, 0);
+    assert_int_equal(r.entry_len[0], 0);
+    assert_int_equal(r.entry_len[1], 6);
+    assert_memory_equal(r.entry[1], "12:ab:", 6);
+    assert_int_equal(r.entry_len[2], sizeof bin);
+    assert_memory_equal(r.entry[2], bin, sizeof bin);
+    assert_memory_equal(r.entry[3], "last", 4);
+}
+
 static void limits_flags_and_put_reply(void **state)
 {
     fx_t *f = *state;
@@ -1344,6 +1365,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(history_off_begin_is_a_get, setup, teardown),
         cmocka_unit_test_setup_teardown(commit_then_begin, setup, teardown),
         cmocka_unit_test_setup_teardown(odd_conversation_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(history_entries_survive_the_framing, setup, teardown),
         cmocka_unit_test_setup_teardown(limits_flags_and_put_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(no_append_only_stores_the_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_exec_is_an_error, setup, teardown),
