@@ -217,10 +217,15 @@ void call_schedule(router_call_t *call)
         if (a->state != AT_DONE && a->due_ms > 0 && (due <= 0 || a->due_ms < due))
             due = a->due_ms;
     }
+    bool armed = uv_is_active((uv_handle_t *)call->timer);
     if (due <= 0) {
-        uv_timer_stop(call->timer);
+        if (armed)
+            uv_timer_stop(call->timer);
         return;
     }
+    if (armed && due == call->armed_due_ms)
+        return; /* already set for that time: re-arming would only churn the loop's timer heap */
+    call->armed_due_ms = due;
     int64_t wait = due - base_mono_ms();
     uv_timer_start(call->timer, call_on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }

@@ -121,6 +121,7 @@ struct router_call {
     bool reset_phase; /* a stream was reset: one provider at a time from now on */
     int64_t hedge_delay_ms;
     int64_t hedge_due_ms; /* 0 = no hedge pending */
+    int64_t armed_due_ms; /* the due time the call's timer is set for, while it is active */
     int64_t first_token_ms;
     uv_timer_t *timer; /* freed by its close callback */
     bool finish_due;   /* nothing runs: finish from the timer */
