@@ -14,10 +14,8 @@
  *   and metadata over their limits; invalid_job for everything else (ids, types, ranges);
  *   internal_error only when memory ran out (not the job's fault: do not dead-letter it).
  * - Integers (max_tokens, seed, deadline_ms) must be integral JSON numbers within ±2^53.
- *
- * cJSON: the first job_parse / job_history_entry_parse installs process-wide cJSON hooks
- * (cJSON_InitHooks) whose malloc is base_malloc and whose free is free(). Other modules that use
- * cJSON are unaffected except that their allocations, too, obey base_alloc_fail_after(). */
+ * - JSON as RFC 8259 has it (read with json/, no tree): nesting at most JSON_MAX_DEPTH (64) deep,
+ *   a lone UTF-16 surrogate escape is an error, a leading UTF-8 byte order mark is skipped. */
 #ifndef PARLEY_JOB_H
 #define PARLEY_JOB_H
 
@@ -26,8 +24,6 @@
 #include <stdint.h>
 
 #include "base/base.h"
-
-struct cJSON;
 
 /* Error codes of the reply's error.code (CONTRACT §2) and of job_parse. */
 typedef enum {
@@ -63,14 +59,14 @@ job_limits_t job_limits_default(void);
 
 /* Why a value is not a valid job. Even then, job_id / conversation_id / metadata_json are set
  * (malloc'd copies) when they could be read and are valid, so that an error reply can be sent:
- * from the tree when the value is a JSON object, else (too large, not JSON, bad UTF-8) by a
+ * from its members when the value is a JSON object, else (too large, not JSON, bad UTF-8) by a
  * tree-free scan of the value's first max_message_bytes for those top-level members. */
 typedef struct {
     job_error_code_t code; /* JOB_ERR_NONE on success */
     char message[256];     /* "message.content: must be a string", "job_id: longer than 128 bytes" */
     char *job_id;          /* NULL when not readable */
     char *conversation_id; /* NULL when not readable */
-    char *metadata_json;   /* NULL when absent or not valid */
+    char *metadata_json;   /* NULL when absent or not valid; compacted as in job_t */
 } job_error_t;
 
 bool job_error_ids_readable(const job_error_t *err);
@@ -91,9 +87,8 @@ typedef struct {
 } job_params_t;
 
 /* A parsed, valid job. Strings are NUL-terminated, valid UTF-8 without NUL, and live until job_free:
- * they are copied out of the parsed tree into one block the job owns (the tree, several times their
- * size, is freed at once; if that copy cannot be allocated they keep pointing into the tree, which the
- * job then owns instead). Roles are static strings. */
+ * they are decoded from the value into the job's own allocation, after the job_t (the value itself
+ * may go at once). Roles are static strings. */
 typedef struct {
     const char *job_id;
     const char *conversation_id;
@@ -108,11 +103,9 @@ typedef struct {
     bool stream;
     const char *reply_topic; /* NULL = kafka.reply_topic */
     bool has_deadline;
-    int64_t deadline_ms;      /* Unix epoch ms */
-    char *metadata_json;      /* compact re-serialization (same JSON value), NULL when absent */
-    char unknown_params[128]; /* "a,b" names of ignored params members ("...": more), "" none */
-    char *strings;            /* owned: the block the strings were copied into, or NULL */
-    struct cJSON *tree;       /* owned, NULL once the strings were copied out of it */
+    int64_t deadline_ms;       /* Unix epoch ms */
+    const char *metadata_json; /* the object as given, whitespace between tokens dropped; NULL when absent */
+    char unknown_params[128];  /* "a,b" names of ignored params members ("...": more), "" none */
 } job_t;
 
 /* Parses and validates one job value of len bytes (not necessarily NUL-terminated). limits NULL

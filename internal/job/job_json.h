@@ -1,10 +1,12 @@
 /* job_json.h — private to the job module: UTF-8 checks and the allocation-free raw JSON scanning
- * that job_parse does before (and instead of) building a cJSON tree. Not for other modules. */
+ * that job_parse does before (and, for values it cannot parse, instead of) the json reader's pass.
+ * Not for other modules. */
 #ifndef PARLEY_JOB_JSON_H
 #define PARLEY_JOB_JSON_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "base/base.h"
@@ -33,8 +35,12 @@ typedef enum {
 } job_scan_result_t;
 
 /* One pass over a JSON text: UTF-8, raw control characters and \u0000 escapes. *at = offset of
- * the first problem. */
-job_scan_result_t job_json_prescan(const char *p, size_t n, size_t *at);
+ * the first problem. On the way, *lone = offset of the first \u escape of a lone UTF-16 surrogate in a
+ * string (SIZE_MAX when none): the json reader decodes those as U+FFFD, job_parse rejects them. */
+job_scan_result_t job_json_prescan(const char *p, size_t n, size_t *at, size_t *lone);
+/* job_json_prescan of a text the json reader accepted (every backslash is then in a string, and no
+ * control byte is in one): the same answer, ASCII without backslashes skipped 16 bytes at a time. */
+job_scan_result_t job_json_postscan(const char *p, size_t n, size_t *at, size_t *lone);
 
 /* Finds the first member named key (no escapes in the name) of the top-level object of p[0..n)
  * without building a tree; tolerant of errors elsewhere and never reads past n. Sets *tok to the

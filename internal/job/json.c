@@ -1,8 +1,12 @@
-/* json.c — the byte-level JSON helpers of the job module: UTF-8 validation, the prescan that
- * job_parse runs before cJSON, a tree-free top-level member finder (to read ids from values that
- * cannot be parsed), and the JSON string escaper every encoder uses. */
+/* json.c — the byte-level JSON helpers of the job module: UTF-8 validation, the checks job_parse adds
+ * to the json reader's (a scan for texts it rejected, a faster one for texts it accepted), a tree-free
+ * top-level member finder (to read ids from values that cannot be parsed), and the JSON string escaper
+ * every encoder uses. */
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "job/job.h"
 #include "job/job_json.h"
@@ -39,34 +43,88 @@ size_t job_utf8_seq_len(const unsigned char *p, size_t n)
     return len;
 }
 
-job_scan_result_t job_json_prescan(const char *s, size_t n, size_t *at)
+/* The 4 hex digits at p as a code unit, or -1. */
+static long hex4(const unsigned char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        int h = c >= '0' && c <= '9'                     ? c - '0'
+                : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
+                                                         : -1;
+        if (h < 0)
+            return -1;
+        v = v << 4 | h;
+    }
+    return v;
+}
+
+/* The \u escape at p[0..n) (n >= 6): 12 when it starts a surrogate pair, 0 when it is a lone surrogate
+ * (as cJSON rejects them), 6 otherwise (a bad escape is the reader's to reject). */
+static size_t u_escape_len(const unsigned char *p, size_t n)
+{
+    long hi = hex4(p + 2);
+    if (hi < 0xD800 || hi > 0xDFFF)
+        return 6;
+    if (hi >= 0xDC00)
+        return 0;
+    long lo = n >= 12 && p[6] == '\\' && p[7] == 'u' ? hex4(p + 8) : -1;
+    return lo >= 0xDC00 && lo <= 0xDFFF ? 12 : 0;
+}
+
+/* The escape at p[0..n) (p[0] is a backslash inside a string): the bytes to step over, or 0 for a
+ * \u0000. Notes the first lone surrogate in *lone. */
+static size_t escape_step(const unsigned char *p, size_t n, size_t i, size_t *lone)
+{
+    if (n - i >= 6 && p[i + 1] == 'u') {
+        if (memcmp(p + i + 2, "0000", 4) == 0)
+            return 0;
+        size_t l = u_escape_len(p + i, n - i);
+        if (l == 12)
+            return l; /* both halves are ASCII: nothing else to check */
+        if (l == 0 && *lone == SIZE_MAX)
+            *lone = i;
+    }
+    /* the escaped character cannot end the string */
+    return i + 1 < n && p[i + 1] >= 0x20 && p[i + 1] < 0x80 ? 2 : 1;
+}
+
+/* A byte >= 0x80 at p[i]: the length of its UTF-8 sequence, or 0 with *at set. */
+static size_t utf8_step(const unsigned char *p, size_t n, size_t i, size_t *at)
+{
+    size_t l = job_utf8_seq_len(p + i, n - i);
+    if (!l)
+        *at = i;
+    return l;
+}
+
+job_scan_result_t job_json_prescan(const char *s, size_t n, size_t *at, size_t *lone)
 {
     const unsigned char *p = (const unsigned char *)s;
     bool in_string = false;
-    size_t i = 0;
+    size_t i = 0, l;
+    *lone = SIZE_MAX;
     while (i < n) {
         i += base_json_plain_run(p + i, n - i);
         if (i >= n)
             break;
         unsigned char c = p[i];
         if (c >= 0x80) {
-            size_t l = job_utf8_seq_len(p + i, n - i);
-            if (!l) {
-                *at = i;
+            if (!(l = utf8_step(p, n, i, at)))
                 return JOB_SCAN_BAD_UTF8;
+            i += l;
+            continue;
+        }
+        if (c == '\\' && in_string) {
+            if (!(l = escape_step(p, n, i, lone))) {
+                *at = i;
+                return JOB_SCAN_NUL_ESCAPE;
             }
             i += l;
             continue;
         }
         if (c == '"') {
             in_string = !in_string;
-        } else if (c == '\\' && in_string) {
-            if (n - i >= 6 && memcmp(p + i + 1, "u0000", 5) == 0) {
-                *at = i;
-                return JOB_SCAN_NUL_ESCAPE;
-            }
-            if (i + 1 < n && p[i + 1] >= 0x20 && p[i + 1] < 0x80)
-                i++; /* the escaped character cannot end the string */
         } else if (c < 0x20 && (in_string || c == 0)) {
             *at = i;
             return JOB_SCAN_CONTROL;
@@ -74,6 +132,37 @@ job_scan_result_t job_json_prescan(const char *s, size_t n, size_t *at)
         i++;
     }
     return JOB_SCAN_OK;
+}
+
+job_scan_result_t job_json_postscan(const char *s, size_t n, size_t *at, size_t *lone)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, l;
+    *lone = SIZE_MAX;
+    for (;;) {
+#ifdef __SSE2__
+        for (const __m128i bs = _mm_set1_epi8('\\'); n - i >= 16; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+            unsigned hit = (unsigned)_mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, bs)));
+            if (hit) {
+                i += (size_t)__builtin_ctz(hit);
+                break;
+            }
+        }
+#endif
+        while (i < n && p[i] < 0x80 && p[i] != '\\')
+            i++;
+        if (i >= n)
+            return JOB_SCAN_OK;
+        if (p[i] >= 0x80) {
+            if (!(l = utf8_step(p, n, i, at)))
+                return JOB_SCAN_BAD_UTF8;
+        } else if (!(l = escape_step(p, n, i, lone))) {
+            *at = i;
+            return JOB_SCAN_NUL_ESCAPE;
+        }
+        i += l;
+    }
 }
 
 static size_t skip_ws(const char *p, size_t n, size_t i)

@@ -1,16 +1,15 @@
 /* parse.c — job_parse: size, UTF-8 and JSON checks, then the field-by-field validation of
- * CONTRACT §1; on failure it still salvages job_id, conversation_id and metadata for an error
- * reply. Also the parser of one stored history entry. */
-#include <pthread.h>
+ * CONTRACT §1 on the json reader's values, read in place; the strings a valid job keeps are decoded
+ * at the end into the job's own allocation. On failure it still salvages job_id, conversation_id and
+ * metadata for an error reply. Also the parser of one stored history entry. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cJSON.h>
-
 #include "job/job.h"
 #include "job/job_json.h"
+#include "json/json.h"
 
 #define JOB_INT_MAX     9007199254740991LL /* 2^53 - 1: the largest integer a double holds exactly */
 #define KAFKA_TOPIC_MAX 249
@@ -61,46 +60,6 @@ void job_error_free(job_error_t *err)
     err->job_id = err->conversation_id = err->metadata_json = NULL;
 }
 
-/* ---- cJSON with base_malloc, telling "out of memory" apart from "not JSON" ---- */
-
-static _Thread_local bool cjson_oom;
-static pthread_once_t cjson_hooks_once = PTHREAD_ONCE_INIT;
-
-static void *cjson_malloc(size_t n)
-{
-    void *p = base_malloc(n);
-    if (!p)
-        cjson_oom = true;
-    return p;
-}
-
-static void cjson_hooks_install(void)
-{
-    cJSON_Hooks hooks = {.malloc_fn = cjson_malloc, .free_fn = free};
-    cJSON_InitHooks(&hooks);
-}
-
-/* Parses p[0..n) as one JSON value followed only by whitespace; *oom tells why it failed. */
-static cJSON *tree_parse(const char *p, size_t n, bool *oom, size_t *error_at)
-{
-    pthread_once(&cjson_hooks_once, cjson_hooks_install);
-    cjson_oom = false;
-    const char *end = NULL;
-    cJSON *tree = cJSON_ParseWithLengthOpts(p, n, &end, 0);
-    *oom = cjson_oom;
-    *error_at = end && end >= p && end <= p + n ? (size_t)(end - p) : 0;
-    if (!tree)
-        return NULL;
-    for (const char *q = end; q < p + n; q++) {
-        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
-            cJSON_Delete(tree);
-            *error_at = (size_t)(q - p);
-            return NULL;
-        }
-    }
-    return tree;
-}
-
 /* ---- errors ---- */
 
 static int fail(job_error_t *err, job_error_code_t code, const char *fmt, ...)
@@ -133,78 +92,141 @@ static int fail_scan(job_error_t *err, const char *what, job_scan_result_t r, si
     }
 }
 
+/* ---- the whole value ---- */
+
+/* 3 when text[0..len) starts with a UTF-8 byte order mark, else 0. */
+static size_t bom_len(const char *text, size_t len)
+{
+    return len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+}
+
+/* Parses text[0..len) picking the root members keys[0..n) into f, with the checks of the prescan (UTF-8,
+ * control characters, \u0000), whose errors come first, then the parse error or a lone surrogate escape,
+ * whichever comes first (errors as cJSON had them). A leading UTF-8 byte order mark is skipped, as cJSON
+ * did. Texts the reader accepts get the faster post-scan, which answers the same. 0, or -1 after fail()
+ * naming what; "not JSON" names the first byte that does not fit (len when the text ends early). */
+static int value_parse(const char *text, size_t len, const char *what, json_doc_t *doc, json_value_t *root,
+                       const char *const *keys, size_t n, json_value_t *f, job_error_t *err)
+{
+    size_t bom = bom_len(text, len), at = 0, lone;
+    json_err_t jerr;
+    int rc = json_parse_get(text + bom, len - bom, doc, root, keys, n, f, &jerr);
+    job_scan_result_t scan =
+        rc == 0 ? job_json_postscan(text, len, &at, &lone) : job_json_prescan(text, len, &at, &lone);
+    if (scan != JOB_SCAN_OK)
+        return fail_scan(err, what, scan, at);
+    if (rc < 0 && jerr.offset + bom < lone)
+        lone = jerr.offset + bom;
+    if (lone == SIZE_MAX)
+        return 0;
+    return fail(err, JOB_ERR_INVALID_JOB, "%s: not JSON (error at byte %zu)", what, lone);
+}
+
 /* ---- field readers: each returns 0, or -1 after fail() ---- */
 
-static bool absent(const cJSON *v) { return !v || cJSON_IsNull(v); }
+static bool absent(json_value_t v) { return v.type == JSON_NONE || v.type == JSON_NULL; }
 
-/* A string of min_len..max bytes; longer ones fail with code_long. */
-static int read_string(const cJSON *v, const char *field, size_t min_len, size_t max,
-                       job_error_code_t code_long, const char **out, size_t *out_len, job_error_t *err)
+/* Validates a string of min_len..max decoded bytes; longer ones fail with code_long. */
+static int read_string(json_value_t v, const char *field, size_t min_len, size_t max,
+                       job_error_code_t code_long, job_error_t *err)
 {
-    if (!cJSON_IsString(v) || !v->valuestring)
+    if (v.type != JSON_STRING)
         return fail(err, JOB_ERR_INVALID_JOB, "%s: must be a string", field);
-    size_t n = strlen(v->valuestring);
-    if (n < min_len)
+    size_t raw = v.len - 2; /* decoding never grows, and only "" decodes to nothing */
+    if (raw < min_len)
         return fail(err, JOB_ERR_INVALID_JOB, "%s: must not be empty", field);
-    if (n > max)
+    if (raw > max && json_str_len(v) > max)
         return fail(err, code_long, "%s: longer than %zu bytes", field, max);
-    *out = v->valuestring;
-    if (out_len)
-        *out_len = n;
     return 0;
 }
 
-static int read_required_id(const cJSON *v, const char *field, size_t max, const char **out, job_error_t *err)
+static int read_required_id(json_value_t v, const char *field, size_t max, job_error_t *err)
 {
     if (absent(v))
         return fail(err, JOB_ERR_INVALID_JOB, "%s: required", field);
-    return read_string(v, field, 1, max, JOB_ERR_INVALID_JOB, out, NULL, err);
+    return read_string(v, field, 1, max, JOB_ERR_INVALID_JOB, err);
 }
 
-static int read_metadata(const cJSON *v, size_t max, char **out, job_error_t *err)
+static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Just after the validated string whose opening quote is at q (its closing quote comes before end). */
+static const char *string_end(const char *q, const char *end)
+{
+    for (q++;; q++) {
+        q = memchr(q, '"', (size_t)(end - q));
+        size_t bs = 0;
+        while (q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (bs % 2 == 0)
+            return q + 1;
+    }
+}
+
+/* The length of the validated container v with the whitespace between its tokens dropped, written to
+ * dst unless it is NULL; SIZE_MAX once it passes max. Strings and numbers stay as the producer wrote
+ * them. */
+static size_t compact(json_value_t v, char *dst, size_t max)
+{
+    size_t n = 0;
+    for (const char *p = v.p, *end = v.p + v.len; p < end;) {
+        const char *q = p;
+        while (q < end && !is_ws(*q))
+            q = *q == '"' ? string_end(q, end) : q + 1;
+        if ((size_t)(q - p) > max - n)
+            return SIZE_MAX;
+        if (dst)
+            memcpy(dst + n, p, (size_t)(q - p));
+        n += (size_t)(q - p);
+        for (p = q; p < end && is_ws(*p);)
+            p++;
+    }
+    return n;
+}
+
+/* Validates metadata: absent, or an object of at most max bytes compacted (its length in *out_len). */
+static int read_metadata(json_value_t v, size_t max, size_t *out_len, job_error_t *err)
 {
     if (absent(v))
         return 0;
-    if (!cJSON_IsObject(v))
+    if (v.type != JSON_OBJECT)
         return fail(err, JOB_ERR_INVALID_JOB, "metadata: must be an object");
-    char *text = cJSON_PrintUnformatted(v);
-    if (!text)
-        return fail_oom(err);
-    if (strlen(text) > max) {
-        free(text);
+    if ((*out_len = compact(v, NULL, max)) == SIZE_MAX)
         return fail(err, JOB_ERR_TOO_LARGE, "metadata: more than %zu bytes serialized", max);
-    }
-    *out = text;
     return 0;
 }
 
-/* An integral JSON number in lo..hi. */
-static bool as_int(const cJSON *v, int64_t lo, int64_t hi, int64_t *out)
+/* Writes metadata that read_metadata passed, n bytes compacted, and a NUL to dst; returns dst. */
+static char *metadata_copy(json_value_t v, size_t n, char *dst)
 {
-    if (!cJSON_IsNumber(v))
+    if (n == v.len)
+        memcpy(dst, v.p, n); /* no whitespace to drop */
+    else
+        compact(v, dst, n);
+    dst[n] = '\0';
+    return dst;
+}
+
+/* A malloc'd copy of metadata_copy, or NULL. */
+static char *metadata_dup(json_value_t v, size_t n)
+{
+    char *copy = base_malloc(n + 1);
+    return copy ? metadata_copy(v, n, copy) : NULL;
+}
+
+static bool as_number(json_value_t v, double lo, double hi, double *out)
+{
+    double d;
+    if (json_double(v, &d) < 0 || !(d >= lo && d <= hi))
         return false;
-    double d = v->valuedouble;
-    if (!(d >= (double)lo && d <= (double)hi) || d != (double)(int64_t)d)
-        return false;
-    *out = (int64_t)d;
+    *out = d;
     return true;
 }
 
-static bool as_number(const cJSON *v, double lo, double hi, double *out)
-{
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi))
-        return false;
-    *out = v->valuedouble;
-    return true;
-}
-
-static const char *role_static(const cJSON *v)
+static const char *role_static(json_value_t v)
 {
     static const char *const roles[] = {"system", "user", "assistant"};
-    if (!cJSON_IsString(v) || !v->valuestring)
-        return NULL;
     for (size_t i = 0; i < BASE_ARRAY_LEN(roles); i++)
-        if (strcmp(v->valuestring, roles[i]) == 0)
+        if (json_str_eq(v, roles[i]))
             return roles[i];
     return NULL;
 }
@@ -223,97 +245,163 @@ static void list_append(char *buf, size_t size, const char *name)
     snprintf(buf + used, size - used, "%s%s", used ? "," : "", name);
 }
 
-/* Puts the first member of obj named names[i] in slots[i]; unmatched names go to unknown. */
-static void collect(const cJSON *obj, const char *const *names, size_t n, const cJSON **slots, char *unknown,
-                    size_t unknown_size)
+/* ---- the strings a job keeps: noted while validating, decoded once the job's size is known ---- */
+
+typedef struct {
+    json_value_t v;
+    const char **dst;
+    size_t *dst_len; /* NULL: not wanted */
+} kept_t;
+
+typedef struct {
+    kept_t local[12]; /* enough for a job without inline history */
+    kept_t *items;    /* local, or a heap array when more were reserved */
+    size_t n, cap;
+    size_t bytes; /* room for all of them decoded, NULs included */
+} keep_list_t;
+
+static void keep_init(keep_list_t *k)
 {
-    for (const cJSON *c = obj->child; c; c = c->next) {
-        size_t i = 0;
-        while (i < n && strcmp(c->string, names[i]) != 0)
-            i++;
-        if (i < n) {
-            if (!slots[i])
-                slots[i] = c;
-        } else if (unknown) {
-            list_append(unknown, unknown_size, c->string);
-        }
-    }
+    k->items = k->local;
+    k->n = k->bytes = 0;
+    k->cap = BASE_ARRAY_LEN(k->local);
 }
 
-static int read_message(const cJSON *v, const job_limits_t *lim, chat_message_t *m, job_error_t *err)
+static void keep_free(keep_list_t *k)
+{
+    if (k->items != k->local)
+        free(k->items);
+}
+
+/* Makes room for more strings; -1 out of memory. */
+static int keep_reserve(keep_list_t *k, size_t more)
+{
+    if (k->cap - k->n >= more)
+        return 0;
+    kept_t *items = base_malloc((k->n + more) * sizeof *items);
+    if (!items)
+        return -1;
+    memcpy(items, k->items, k->n * sizeof *items);
+    keep_free(k);
+    k->items = items;
+    k->cap = k->n + more;
+    return 0;
+}
+
+/* Notes the string v (validated, room reserved) to be decoded into *dst (and its length into *dst_len). */
+static void keep(keep_list_t *k, json_value_t v, const char **dst, size_t *dst_len)
+{
+    k->items[k->n++] = (kept_t){.v = v, .dst = dst, .dst_len = dst_len};
+    k->bytes += v.len - 1; /* the body and a NUL */
+}
+
+/* Decodes every kept string into at, one after the other; returns the end. */
+static char *keep_decode(const keep_list_t *k, char *at)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        size_t n = json_str_decode(k->items[i].v, at);
+        at[n] = '\0';
+        *k->items[i].dst = at;
+        if (k->items[i].dst_len)
+            *k->items[i].dst_len = n;
+        at += n + 1;
+    }
+    return at;
+}
+
+/* read_string, then keep. */
+static int keep_string(keep_list_t *k, json_value_t v, const char *field, size_t min_len, size_t max,
+                       job_error_code_t code_long, const char **out, size_t *out_len, job_error_t *err)
+{
+    if (read_string(v, field, min_len, max, code_long, err) < 0)
+        return -1;
+    if (keep_reserve(k, 1) < 0)
+        return fail_oom(err);
+    keep(k, v, out, out_len);
+    return 0;
+}
+
+/* ---- the job's members ---- */
+
+static const char *const message_names[] = {"role", "content"};
+
+static int read_message(keep_list_t *k, json_value_t v, const job_limits_t *lim, chat_message_t *m,
+                        job_error_t *err)
 {
     if (absent(v))
         return fail(err, JOB_ERR_INVALID_JOB, "message: required");
-    if (!cJSON_IsObject(v))
+    if (v.type != JSON_OBJECT)
         return fail(err, JOB_ERR_INVALID_JOB, "message: must be an object");
-    const cJSON *role = cJSON_GetObjectItemCaseSensitive(v, "role");
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(v, "content");
-    if (absent(role))
+    json_value_t f[2];
+    json_get_many(v, message_names, 2, f);
+    if (absent(f[0]))
         return fail(err, JOB_ERR_INVALID_JOB, "message.role: required");
-    if (!cJSON_IsString(role) || strcmp(role->valuestring, "user") != 0)
+    if (!json_str_eq(f[0], "user"))
         return fail(err, JOB_ERR_INVALID_JOB, "message.role: must be \"user\"");
-    if (absent(content))
+    if (absent(f[1]))
         return fail(err, JOB_ERR_INVALID_JOB, "message.content: required");
     m->role = "user";
-    return read_string(content, "message.content", 1, lim->max_content_bytes, JOB_ERR_TOO_LARGE, &m->content,
+    return keep_string(k, f[1], "message.content", 1, lim->max_content_bytes, JOB_ERR_TOO_LARGE, &m->content,
                        &m->content_len, err);
 }
 
-static int read_history(job_t *job, const cJSON *v, const job_limits_t *lim, job_error_t *err)
+static int read_history(job_t *job, keep_list_t *k, json_value_t v, const job_limits_t *lim, job_error_t *err)
 {
     if (absent(v))
         return 0;
-    if (!cJSON_IsArray(v))
+    if (v.type != JSON_ARRAY)
         return fail(err, JOB_ERR_INVALID_JOB, "history: must be an array");
     size_t n = 0;
-    for (const cJSON *e = v->child; e; e = e->next)
+    json_value_t e;
+    for (json_iter_t it = json_iter(v); json_next(&it, NULL, &e);)
         if (++n > lim->max_history_messages)
             return fail(err, JOB_ERR_TOO_LARGE, "history: more than %zu messages", lim->max_history_messages);
     job->has_history = true;
     job->history = base_calloc(n ? n : 1, sizeof *job->history);
-    if (!job->history)
+    if (!job->history || keep_reserve(k, n) < 0)
         return fail_oom(err);
     size_t i = 0;
-    for (const cJSON *e = v->child; e; e = e->next, i++) {
+    for (json_iter_t it = json_iter(v); json_next(&it, NULL, &e); i++) {
         char field[64];
-        if (!cJSON_IsObject(e))
+        if (e.type != JSON_OBJECT)
             return fail(err, JOB_ERR_INVALID_JOB, "history[%zu]: must be an object", i);
+        json_value_t f[2];
+        json_get_many(e, message_names, 2, f);
         chat_message_t *m = &job->history[i];
-        m->role = role_static(cJSON_GetObjectItemCaseSensitive(e, "role"));
+        m->role = role_static(f[0]);
         if (!m->role)
             return fail(err, JOB_ERR_INVALID_JOB, "history[%zu].role: must be system, user or assistant", i);
         snprintf(field, sizeof field, "history[%zu].content", i);
-        if (read_string(cJSON_GetObjectItemCaseSensitive(e, "content"), field, 0,
-                        lim->max_history_entry_bytes, JOB_ERR_TOO_LARGE, &m->content, &m->content_len,
-                        err) < 0)
+        if (read_string(f[1], field, 0, lim->max_history_entry_bytes, JOB_ERR_TOO_LARGE, err) < 0)
             return -1;
+        keep(k, f[1], &m->content, &m->content_len);
         job->n_history = i + 1;
     }
     return 0;
 }
 
-static int read_stop(job_params_t *p, const cJSON *v, const job_limits_t *lim, job_error_t *err)
+static int read_stop(job_params_t *p, keep_list_t *k, json_value_t v, const job_limits_t *lim,
+                     job_error_t *err)
 {
     size_t n = 1;
-    if (cJSON_IsArray(v)) {
-        n = 0;
-        for (const cJSON *e = v->child; e; e = e->next)
-            n++;
+    if (v.type == JSON_ARRAY) {
+        n = json_count(v);
         if (n > lim->max_stop)
             return fail(err, JOB_ERR_INVALID_JOB, "params.stop: more than %zu sequences", lim->max_stop);
-    } else if (!cJSON_IsString(v)) {
+    } else if (v.type != JSON_STRING) {
         return fail(err, JOB_ERR_INVALID_JOB, "params.stop: must be a string or an array of strings");
     }
     p->stop = base_calloc(n ? n : 1, sizeof *p->stop);
-    if (!p->stop)
+    if (!p->stop || keep_reserve(k, n) < 0)
         return fail_oom(err);
-    if (!cJSON_IsArray(v))
-        return read_string(v, "params.stop", 1, lim->max_stop_bytes, JOB_ERR_INVALID_JOB,
+    if (v.type == JSON_STRING)
+        return keep_string(k, v, "params.stop", 1, lim->max_stop_bytes, JOB_ERR_INVALID_JOB,
                            &p->stop[p->n_stop++], NULL, err);
-    for (const cJSON *e = v->child; e; e = e->next) {
+    json_value_t e;
+    for (json_iter_t it = json_iter(v); json_next(&it, NULL, &e);) {
         char field[32];
         snprintf(field, sizeof field, "params.stop[%zu]", p->n_stop);
-        if (read_string(e, field, 1, lim->max_stop_bytes, JOB_ERR_INVALID_JOB, &p->stop[p->n_stop], NULL,
+        if (keep_string(k, e, field, 1, lim->max_stop_bytes, JOB_ERR_INVALID_JOB, &p->stop[p->n_stop], NULL,
                         err) < 0)
             return -1;
         p->n_stop++;
@@ -324,14 +412,34 @@ static int read_stop(job_params_t *p, const cJSON *v, const job_limits_t *lim, j
 enum { P_TEMPERATURE, P_TOP_P, P_MAX_TOKENS, P_STOP, P_SEED, P_COUNT };
 static const char *const param_names[P_COUNT] = {"temperature", "top_p", "max_tokens", "stop", "seed"};
 
-static int read_params(job_t *job, const cJSON *v, const job_limits_t *lim, job_error_t *err)
+/* Puts the first member of params named param_names[i] in f[i]; the names of the others, decoded, go to
+ * the job's unknown_params. */
+static void collect_params(job_t *job, json_value_t v, json_value_t *f)
+{
+    json_value_t key, val;
+    for (json_iter_t it = json_iter(v); json_next(&it, &key, &val);) {
+        size_t i = 0;
+        while (i < P_COUNT && !json_str_eq(key, param_names[i]))
+            i++;
+        if (i < P_COUNT) {
+            if (f[i].type == JSON_NONE)
+                f[i] = val;
+        } else {
+            char name[sizeof job->unknown_params]; /* a longer name does not fit the list anyway */
+            name[json_str_prefix(key, name, sizeof name - 1)] = '\0';
+            list_append(job->unknown_params, sizeof job->unknown_params, name);
+        }
+    }
+}
+
+static int read_params(job_t *job, keep_list_t *k, json_value_t v, const job_limits_t *lim, job_error_t *err)
 {
     if (absent(v))
         return 0;
-    if (!cJSON_IsObject(v))
+    if (v.type != JSON_OBJECT)
         return fail(err, JOB_ERR_INVALID_JOB, "params: must be an object");
-    const cJSON *f[P_COUNT] = {0};
-    collect(v, param_names, P_COUNT, f, job->unknown_params, sizeof job->unknown_params);
+    json_value_t f[P_COUNT] = {0};
+    collect_params(job, v, f);
     job_params_t *p = &job->params;
     if (!absent(f[P_TEMPERATURE]) &&
         !(p->has_temperature = as_number(f[P_TEMPERATURE], 0, 2, &p->temperature)))
@@ -339,21 +447,34 @@ static int read_params(job_t *job, const cJSON *v, const job_limits_t *lim, job_
     if (!absent(f[P_TOP_P]) && !(p->has_top_p = as_number(f[P_TOP_P], 0, 1, &p->top_p)))
         return fail(err, JOB_ERR_INVALID_JOB, "params.top_p: must be a number from 0 to 1");
     if (!absent(f[P_MAX_TOKENS]) &&
-        !(p->has_max_tokens = as_int(f[P_MAX_TOKENS], 1, 1000000, &p->max_tokens)))
+        !(p->has_max_tokens = json_int(f[P_MAX_TOKENS], 1, 1000000, &p->max_tokens) == 0))
         return fail(err, JOB_ERR_INVALID_JOB, "params.max_tokens: must be an integer from 1 to 1000000");
-    if (!absent(f[P_SEED]) && !(p->has_seed = as_int(f[P_SEED], -JOB_INT_MAX, JOB_INT_MAX, &p->seed)))
+    if (!absent(f[P_SEED]) && !(p->has_seed = json_int(f[P_SEED], -JOB_INT_MAX, JOB_INT_MAX, &p->seed) == 0))
         return fail(err, JOB_ERR_INVALID_JOB, "params.seed: must be an integer within +-2^53");
     if (!absent(f[P_STOP]))
-        return read_stop(p, f[P_STOP], lim, err);
+        return read_stop(p, k, f[P_STOP], lim, err);
     return 0;
 }
 
-static bool topic_name_ok(const char *s)
+static bool topic_name_ok(const char *s, size_t n)
 {
-    size_t n = strlen(s);
     if (n == 0 || n > KAFKA_TOPIC_MAX || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
         return false;
     return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static int read_reply_topic(keep_list_t *k, json_value_t v, const char **out, job_error_t *err)
+{
+    char name[KAFKA_TOPIC_MAX + 2];
+    size_t n = json_str_prefix(v, name, sizeof name - 1);
+    name[n] = '\0';
+    if (v.type != JSON_STRING || !topic_name_ok(name, n))
+        return fail(err, JOB_ERR_INVALID_JOB, "reply_topic: must be 1 to %d characters of [A-Za-z0-9._-]",
+                    KAFKA_TOPIC_MAX);
+    if (keep_reserve(k, 1) < 0)
+        return fail_oom(err);
+    keep(k, v, out, NULL);
+    return 0;
 }
 
 enum {
@@ -375,31 +496,28 @@ static const char *const field_names[F_COUNT] = {"job_id", "conversation_id", "m
                                                  "stream", "reply_topic",     "deadline_ms"};
 
 /* Everything after the ids and metadata, in a fixed order: the first error wins. */
-static int read_rest(job_t *job, const cJSON **f, const job_limits_t *lim, job_error_t *err)
+static int read_rest(job_t *job, keep_list_t *k, const json_value_t *f, const job_limits_t *lim,
+                     job_error_t *err)
 {
-    if (read_message(f[F_MESSAGE], lim, &job->message, err) < 0)
+    if (read_message(k, f[F_MESSAGE], lim, &job->message, err) < 0)
         return -1;
-    if (!absent(f[F_ROUTE]) &&
-        read_string(f[F_ROUTE], "route", 1, lim->max_route, JOB_ERR_INVALID_JOB, &job->route, NULL, err) < 0)
+    if (!absent(f[F_ROUTE]) && keep_string(k, f[F_ROUTE], "route", 1, lim->max_route, JOB_ERR_INVALID_JOB,
+                                           &job->route, NULL, err) < 0)
         return -1;
-    if (!absent(f[F_SYSTEM]) && read_string(f[F_SYSTEM], "system", 0, lim->max_system_bytes,
+    if (!absent(f[F_SYSTEM]) && keep_string(k, f[F_SYSTEM], "system", 0, lim->max_system_bytes,
                                             JOB_ERR_TOO_LARGE, &job->system, &job->system_len, err) < 0)
         return -1;
-    if (read_history(job, f[F_HISTORY], lim, err) < 0 || read_params(job, f[F_PARAMS], lim, err) < 0)
+    if (read_history(job, k, f[F_HISTORY], lim, err) < 0 || read_params(job, k, f[F_PARAMS], lim, err) < 0)
         return -1;
     if (!absent(f[F_STREAM])) {
-        if (!cJSON_IsBool(f[F_STREAM]))
+        if (f[F_STREAM].type != JSON_TRUE && f[F_STREAM].type != JSON_FALSE)
             return fail(err, JOB_ERR_INVALID_JOB, "stream: must be true or false");
-        job->stream = cJSON_IsTrue(f[F_STREAM]);
+        job->stream = f[F_STREAM].type == JSON_TRUE;
     }
-    if (!absent(f[F_REPLY_TOPIC])) {
-        if (!cJSON_IsString(f[F_REPLY_TOPIC]) || !topic_name_ok(f[F_REPLY_TOPIC]->valuestring))
-            return fail(err, JOB_ERR_INVALID_JOB, "reply_topic: must be 1 to %d characters of [A-Za-z0-9._-]",
-                        KAFKA_TOPIC_MAX);
-        job->reply_topic = f[F_REPLY_TOPIC]->valuestring;
-    }
+    if (!absent(f[F_REPLY_TOPIC]) && read_reply_topic(k, f[F_REPLY_TOPIC], &job->reply_topic, err) < 0)
+        return -1;
     if (!absent(f[F_DEADLINE])) {
-        if (!as_int(f[F_DEADLINE], 0, JOB_INT_MAX, &job->deadline_ms))
+        if (json_int(f[F_DEADLINE], 0, JOB_INT_MAX, &job->deadline_ms) < 0)
             return fail(err, JOB_ERR_INVALID_JOB,
                         "deadline_ms: must be a non-negative integer (Unix epoch ms)");
         job->has_deadline = true;
@@ -407,42 +525,30 @@ static int read_rest(job_t *job, const cJSON **f, const job_limits_t *lim, job_e
     return 0;
 }
 
-/* Copies what an error reply needs from a job that failed validation. */
-static void salvage_job(job_t *job, job_error_t *err)
-{
-    err->job_id = job->job_id ? base_strdup(job->job_id) : NULL;
-    err->conversation_id = job->conversation_id ? base_strdup(job->conversation_id) : NULL;
-    err->metadata_json = job->metadata_json;
-    job->metadata_json = NULL;
-}
-
-/* The raw top-level member key of a value that could not be parsed, as a small tree. */
-static cJSON *raw_member(const char *value, size_t len, const char *key, size_t max_tok)
+/* The raw top-level member key of a value that could not be parsed, checked and parsed on its own as
+ * value_parse would (a JSON_NONE value when it cannot be). */
+static json_value_t raw_member(const char *value, size_t len, const char *key, size_t max_tok)
 {
     const char *tok;
-    size_t tok_len, at;
-    bool oom;
+    size_t tok_len, at, lone;
+    json_value_t v;
     if (!job_json_find_member(value, len, key, &tok, &tok_len) || tok_len > max_tok ||
-        job_json_prescan(tok, tok_len, &at) != JOB_SCAN_OK)
-        return NULL;
-    return tree_parse(tok, tok_len, &oom, &at);
+        job_json_prescan(tok, tok_len, &at, &lone) != JOB_SCAN_OK || lone != SIZE_MAX ||
+        json_parse(tok + bom_len(tok, tok_len), tok_len - bom_len(tok, tok_len), NULL, &v, NULL) < 0)
+        return (json_value_t){0};
+    return v;
 }
 
 /* An id read from the raw value: a malloc'd copy, or NULL. */
 static char *raw_id(const char *value, size_t len, const char *key, size_t max)
 {
     job_error_t scratch = {0};
-    const char *s = NULL;
-    cJSON *t = raw_member(value, len, key, 6 * max + 2); /* every character escaped as \uXXXX */
-    char *copy = NULL;
-    if (t && read_string(t, key, 1, max, JOB_ERR_INVALID_JOB, &s, NULL, &scratch) == 0)
-        copy = base_strdup(s);
-    cJSON_Delete(t);
-    return copy;
+    json_value_t v = raw_member(value, len, key, 6 * max + 2); /* every character escaped as \uXXXX */
+    return read_string(v, key, 1, max, JOB_ERR_INVALID_JOB, &scratch) == 0 ? json_str_dup(v, NULL) : NULL;
 }
 
-/* For a value that is too large or not parseable: ids and metadata read without a full tree,
- * from its first max_message_bytes only, so that a huge value costs no more than a valid one. */
+/* For a value that is too large or not parseable: ids and metadata read without parsing it whole, from
+ * its first max_message_bytes only, so that a huge value costs no more than a valid one. */
 static void salvage_raw(const char *value, size_t len, const job_limits_t *lim, job_error_t *err)
 {
     if (len > lim->max_message_bytes)
@@ -450,50 +556,46 @@ static void salvage_raw(const char *value, size_t len, const job_limits_t *lim, 
     err->job_id = raw_id(value, len, "job_id", lim->max_job_id);
     err->conversation_id = raw_id(value, len, "conversation_id", lim->max_conversation_id);
     job_error_t scratch = {0};
-    cJSON *t = raw_member(value, len, "metadata", 8 * lim->max_metadata_bytes);
-    if (t && read_metadata(t, lim->max_metadata_bytes, &err->metadata_json, &scratch) < 0)
-        err->metadata_json = NULL;
-    cJSON_Delete(t);
+    json_value_t v = raw_member(value, len, "metadata", 8 * lim->max_metadata_bytes);
+    size_t n;
+    if (!absent(v) && read_metadata(v, lim->max_metadata_bytes, &n, &scratch) == 0)
+        err->metadata_json = metadata_dup(v, n);
 }
 
-/* Copies s[0..n) and its NUL to *at, returning the copy. */
-static const char *move_str(char **at, const char *s, size_t n)
+/* Validates the members f of a job object and builds the job: its strings decoded into its own
+ * allocation, after the job_t. On failure, *err gets what an error reply needs. */
+static int job_build(const json_value_t *f, const job_limits_t *lim, job_t **out, job_error_t *err)
 {
-    char *copy = *at;
-    memcpy(copy, s, n);
-    copy[n] = '\0';
-    *at += n + 1;
-    return copy;
-}
-
-/* Moves every string of job out of its tree into one block and frees the tree, which takes several
- * times the strings' size for as long as the job is held. Out of memory: the tree stays. */
-static void job_compact(job_t *job)
-{
-    const char **ids[] = {&job->job_id, &job->conversation_id, &job->route, &job->reply_topic};
-    size_t total = job->message.content_len + 1 + (job->system ? job->system_len + 1 : 0);
-    for (size_t i = 0; i < BASE_ARRAY_LEN(ids); i++)
-        total += *ids[i] ? strlen(*ids[i]) + 1 : 0;
-    for (size_t i = 0; i < job->n_history; i++)
-        total += job->history[i].content_len + 1;
-    for (size_t i = 0; i < job->params.n_stop; i++)
-        total += strlen(job->params.stop[i]) + 1;
-    char *block = base_malloc(total), *at = block;
-    if (!block)
-        return;
-    for (size_t i = 0; i < BASE_ARRAY_LEN(ids); i++)
-        if (*ids[i])
-            *ids[i] = move_str(&at, *ids[i], strlen(*ids[i]));
-    job->message.content = move_str(&at, job->message.content, job->message.content_len);
-    if (job->system)
-        job->system = move_str(&at, job->system, job->system_len);
-    for (size_t i = 0; i < job->n_history; i++)
-        job->history[i].content = move_str(&at, job->history[i].content, job->history[i].content_len);
-    for (size_t i = 0; i < job->params.n_stop; i++)
-        job->params.stop[i] = move_str(&at, job->params.stop[i], strlen(job->params.stop[i]));
-    job->strings = block;
-    cJSON_Delete(job->tree);
-    job->tree = NULL;
+    job_t draft = {0}, *job = NULL;
+    keep_list_t k;
+    keep_init(&k);
+    size_t meta_len = 0;
+    bool id_ok = read_required_id(f[F_JOB_ID], "job_id", lim->max_job_id, err) == 0;
+    bool conv_ok = read_required_id(f[F_CONV], "conversation_id", lim->max_conversation_id, err) == 0;
+    bool meta_ok = read_metadata(f[F_METADATA], lim->max_metadata_bytes, &meta_len, err) == 0;
+    bool has_meta = !absent(f[F_METADATA]);
+    if (id_ok && conv_ok && meta_ok) {
+        keep(&k, f[F_JOB_ID], &draft.job_id, NULL); /* the local room holds these two */
+        keep(&k, f[F_CONV], &draft.conversation_id, NULL);
+        if (read_rest(&draft, &k, f, lim, err) == 0 &&
+            !(job = base_malloc(sizeof *job + k.bytes + (has_meta ? meta_len + 1 : 0))))
+            fail_oom(err);
+    }
+    if (job) {
+        char *end = keep_decode(&k, (char *)(job + 1));
+        if (has_meta)
+            draft.metadata_json = metadata_copy(f[F_METADATA], meta_len, end);
+        *job = draft;
+        *out = job;
+    } else {
+        err->job_id = id_ok ? json_str_dup(f[F_JOB_ID], NULL) : NULL;
+        err->conversation_id = conv_ok ? json_str_dup(f[F_CONV], NULL) : NULL;
+        err->metadata_json = meta_ok && has_meta ? metadata_dup(f[F_METADATA], meta_len) : NULL;
+        free(draft.history);
+        free(draft.params.stop);
+    }
+    keep_free(&k);
+    return job ? 0 : -1;
 }
 
 int job_parse(const char *value, size_t len, const job_limits_t *limits, job_t **out, job_error_t *err)
@@ -502,53 +604,13 @@ int job_parse(const char *value, size_t len, const job_limits_t *limits, job_t *
     const job_limits_t *lim = limits ? limits : &defaults;
     memset(err, 0, sizeof *err);
     *out = NULL;
-    job_t *job = NULL;
-    size_t at = 0;
-    bool oom = false;
-    if (len > lim->max_message_bytes) {
+    json_doc_t doc;
+    json_value_t root, f[F_COUNT];
+    if (len > lim->max_message_bytes)
         fail(err, JOB_ERR_TOO_LARGE, "value: %zu bytes, more than %zu", len, lim->max_message_bytes);
-        goto salvage;
-    }
-    job_scan_result_t scan = job_json_prescan(value, len, &at);
-    if (scan != JOB_SCAN_OK) {
-        fail_scan(err, "value", scan, at);
-        goto salvage;
-    }
-    cJSON *tree = tree_parse(value, len, &oom, &at);
-    if (!tree) {
-        if (oom)
-            fail_oom(err);
-        else
-            fail(err, JOB_ERR_INVALID_JOB, "value: not JSON (error at byte %zu)", at);
-        goto salvage;
-    }
-    if (!cJSON_IsObject(tree)) {
-        cJSON_Delete(tree);
-        return fail(err, JOB_ERR_INVALID_JOB, "value: must be a JSON object");
-    }
-    job = base_calloc(1, sizeof *job);
-    if (!job) {
-        cJSON_Delete(tree);
-        return fail_oom(err);
-    }
-    job->tree = tree;
-    const cJSON *f[F_COUNT] = {0};
-    collect(tree, field_names, F_COUNT, f, NULL, 0);
-    int rc = read_required_id(f[F_JOB_ID], "job_id", lim->max_job_id, &job->job_id, err);
-    rc |=
-        read_required_id(f[F_CONV], "conversation_id", lim->max_conversation_id, &job->conversation_id, err);
-    rc |= read_metadata(f[F_METADATA], lim->max_metadata_bytes, &job->metadata_json, err);
-    if (rc == 0)
-        rc = read_rest(job, f, lim, err);
-    if (rc < 0) {
-        salvage_job(job, err);
-        job_free(job);
-        return -1;
-    }
-    job_compact(job);
-    *out = job;
-    return 0;
-salvage:
+    else if (value_parse(value, len, "value", &doc, &root, field_names, F_COUNT, f, err) == 0)
+        return root.type == JSON_OBJECT ? job_build(f, lim, out, err)
+                                        : fail(err, JOB_ERR_INVALID_JOB, "value: must be a JSON object");
     salvage_raw(value, len, lim, err);
     return -1;
 }
@@ -557,17 +619,14 @@ void job_free(job_t *job)
 {
     if (!job)
         return;
-    cJSON_Delete(job->tree);
-    free(job->strings);
     free(job->history);
     free(job->params.stop);
-    free(job->metadata_json);
-    free(job);
+    free(job); /* the strings too */
 }
 
 /* The exact form job_history_entry_encode writes, {"role":"R","content":"C"} with no \\u escape in C,
- * read without a tree (the prescan has checked UTF-8 and controls). 1 when read into out, 0 when the text
- * has another form (the caller parses it in full), -1 out of memory. */
+ * read without a parse (a control character is not that form; the caller checks UTF-8 after). 1 when read
+ * into out, 0 when the text has another form (the caller parses it in full), -1 out of memory. */
 static int history_entry_fast(const char *v, size_t len, chat_message_t *out)
 {
     static const char *const roles[] = {"system", "user", "assistant"};
@@ -626,52 +685,42 @@ static int history_entry_fast(const char *v, size_t len, chat_message_t *out)
     return 1;
 }
 
+static const char *const entry_names[] = {"role", "content"};
+
 int job_history_entry_parse(const char *value, size_t len, size_t max_bytes, chat_message_t *out,
                             job_error_t *err)
 {
     memset(err, 0, sizeof *err);
     memset(out, 0, sizeof *out);
-    size_t at = 0;
-    bool oom = false;
+    size_t at = 0, lone;
     if (len > max_bytes)
         return fail(err, JOB_ERR_TOO_LARGE, "history entry: %zu bytes, more than %zu", len, max_bytes);
-    job_scan_result_t scan = job_json_prescan(value, len, &at);
-    if (scan != JOB_SCAN_OK)
-        return fail_scan(err, "history entry", scan, at);
     int fast = history_entry_fast(value, len, out);
-    if (fast != 0)
+    if (fast != 0) { /* the fast form is valid JSON: the post-scan's answers are the prescan's */
+        job_scan_result_t scan =
+            fast > 0 ? job_json_postscan(value, len, &at, &lone) : job_json_prescan(value, len, &at, &lone);
+        if (scan != JOB_SCAN_OK) {
+            job_message_release(out);
+            return fail_scan(err, "history entry", scan, at);
+        }
         return fast > 0 ? 0 : fail_oom(err);
-    cJSON *tree = tree_parse(value, len, &oom, &at);
-    if (!tree)
-        return oom ? fail_oom(err)
-                   : fail(err, JOB_ERR_INVALID_JOB, "history entry: not JSON (error at byte %zu)", at);
-    int rc = -1;
-    const char *role = NULL, *content = NULL;
-    size_t n = 0;
-    if (!cJSON_IsObject(tree)) {
-        fail(err, JOB_ERR_INVALID_JOB, "history entry: must be a JSON object");
-        goto out;
     }
-    role = role_static(cJSON_GetObjectItemCaseSensitive(tree, "role"));
-    if (!role) {
-        fail(err, JOB_ERR_INVALID_JOB, "history entry.role: must be system, user or assistant");
-        goto out;
-    }
-    if (read_string(cJSON_GetObjectItemCaseSensitive(tree, "content"), "history entry.content", 0, max_bytes,
-                    JOB_ERR_TOO_LARGE, &content, &n, err) < 0)
-        goto out;
-    char *copy = base_strndup(content, n);
-    if (!copy) {
-        fail_oom(err);
-        goto out;
-    }
+    json_value_t root, f[2];
+    if (value_parse(value, len, "history entry", NULL, &root, entry_names, 2, f, err) < 0)
+        return -1;
+    if (root.type != JSON_OBJECT)
+        return fail(err, JOB_ERR_INVALID_JOB, "history entry: must be a JSON object");
+    const char *role = role_static(f[0]);
+    if (!role)
+        return fail(err, JOB_ERR_INVALID_JOB, "history entry.role: must be system, user or assistant");
+    if (read_string(f[1], "history entry.content", 0, max_bytes, JOB_ERR_TOO_LARGE, err) < 0)
+        return -1;
+    char *copy = json_str_dup(f[1], &out->content_len);
+    if (!copy)
+        return fail_oom(err);
     out->role = role;
     out->content = copy;
-    out->content_len = n;
-    rc = 0;
-out:
-    cJSON_Delete(tree);
-    return rc;
+    return 0;
 }
 
 void job_message_release(chat_message_t *m)

@@ -709,6 +709,24 @@ size_t json_str_prefix(json_value_t s, char *dst, size_t cap)
 
 size_t json_str_decode(json_value_t s, char *dst) { return json_str_prefix(s, dst, s.len); }
 
+size_t json_str_len(json_value_t s)
+{
+    if (s.type != JSON_STRING)
+        return 0;
+    cur_t raw = (cur_t)s.p + 1, end = (cur_t)s.p + s.len - 1;
+    size_t n = 0;
+    for (;;) {
+        cur_t bs = memchr(raw, '\\', (size_t)(end - raw));
+        if (!bs)
+            return n + (size_t)(end - raw);
+        unsigned char u[4];
+        size_t un;
+        n += (size_t)(bs - raw);
+        raw = bs + unescape(bs, end, u, &un);
+        n += un;
+    }
+}
+
 char *json_str_dup(json_value_t s, size_t *len)
 {
     if (s.type != JSON_STRING)

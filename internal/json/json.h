@@ -106,6 +106,8 @@ size_t json_str_decode(json_value_t s, char *dst);
 /* Decodes only the first min(decoded length, cap) bytes into dst (a UTF-8 sequence may be cut at the
  * end); returns the bytes written. */
 size_t json_str_prefix(json_value_t s, char *dst, size_t cap);
+/* The length json_str_decode would return, without writing anything. */
+size_t json_str_len(json_value_t s);
 /* The decoded text in a base_malloc'd NUL-terminated copy (length in *len, which may be NULL), or
  * NULL when s is no string or out of memory. */
 char *json_str_dup(json_value_t s, size_t *len);

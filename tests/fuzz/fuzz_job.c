@@ -1,7 +1,9 @@
 /* fuzz_job.c — libFuzzer target for the job module: job_parse (with default limits, or small
  * ones that reach the too_large and salvage paths), then every encoder on what it produced, with
- * the output checked to be valid JSON that decodes back to the input; also the history entry
- * parser and the string escaper on the raw bytes. Any broken invariant traps. */
+ * the output checked to be valid JSON that decodes back to the input; every job it accepts is read
+ * the same by cJSON (job_parse reads with json/ and is stricter, never looser); the post-scan answers
+ * as the prescan on every text the json reader accepts; also the history entry parser and the string
+ * escaper on the raw bytes. Any broken invariant traps. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 #include "base/base.h"
 #include "job/job.h"
 #include "job/job_json.h"
+#include "json/json.h"
 
 #define CHECK(cond)                                                                                          \
     do {                                                                                                     \
@@ -23,6 +26,16 @@ static const char *content_of(const cJSON *reply)
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(reply, "message");
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
     return cJSON_IsString(c) ? c->valuestring : NULL;
+}
+
+/* a and b print the same (cJSON_Compare fails on infinities, which metadata kept as written may hold). */
+static bool same_json(const cJSON *a, const cJSON *b)
+{
+    char *pa = cJSON_PrintUnformatted(a), *pb = cJSON_PrintUnformatted(b);
+    bool same = pa && pb && strcmp(pa, pb) == 0;
+    free(pa);
+    free(pb);
+    return same;
 }
 
 static void check_reply_of_job(const job_t *job)
@@ -48,7 +61,7 @@ static void check_reply_of_job(const job_t *job)
     CHECK(content && strcmp(content, job->message.content) == 0);
     if (job->metadata_json) {
         cJSON *meta = cJSON_Parse(job->metadata_json);
-        CHECK(meta && cJSON_Compare(meta, cJSON_GetObjectItemCaseSensitive(t, "metadata"), 1));
+        CHECK(meta && same_json(meta, cJSON_GetObjectItemCaseSensitive(t, "metadata")));
         cJSON_Delete(meta);
     }
     cJSON_Delete(t);
@@ -72,6 +85,73 @@ static void check_reply_of_job(const job_t *job)
     CHECK(t && strcmp(cJSON_GetObjectItemCaseSensitive(t, "delta")->valuestring, job->message.content) == 0);
     cJSON_Delete(t);
     free(d);
+}
+
+/* s is cJSON's string v. */
+static bool same_string(const cJSON *v, const char *s)
+{
+    return s ? cJSON_IsString(v) && strcmp(v->valuestring, s) == 0 : !v || cJSON_IsNull(v);
+}
+
+/* cJSON reads the value job_parse accepted as job: the same strings, numbers and metadata. */
+static void check_job_against_cjson(const char *v, size_t size, const job_t *job)
+{
+    cJSON *t = cJSON_ParseWithLength(v, size);
+    CHECK(cJSON_IsObject(t));
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(t, "message");
+    CHECK(same_string(cJSON_GetObjectItemCaseSensitive(t, "job_id"), job->job_id));
+    CHECK(same_string(cJSON_GetObjectItemCaseSensitive(t, "conversation_id"), job->conversation_id));
+    CHECK(same_string(cJSON_GetObjectItemCaseSensitive(msg, "content"), job->message.content));
+    CHECK(same_string(cJSON_GetObjectItemCaseSensitive(t, "route"), job->route));
+    CHECK(same_string(cJSON_GetObjectItemCaseSensitive(t, "system"), job->system));
+    CHECK(same_string(cJSON_GetObjectItemCaseSensitive(t, "reply_topic"), job->reply_topic));
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(t, "history");
+    CHECK((size_t)cJSON_GetArraySize(h) == job->n_history);
+    for (size_t i = 0; i < job->n_history; i++) {
+        const cJSON *e = cJSON_GetArrayItem(h, (int)i);
+        CHECK(same_string(cJSON_GetObjectItemCaseSensitive(e, "role"), job->history[i].role));
+        CHECK(same_string(cJSON_GetObjectItemCaseSensitive(e, "content"), job->history[i].content));
+    }
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(t, "params");
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(params, "stop");
+    for (size_t i = 0; i < job->params.n_stop; i++)
+        CHECK(
+            same_string(cJSON_IsArray(stop) ? cJSON_GetArrayItem(stop, (int)i) : stop, job->params.stop[i]));
+    if (job->params.has_temperature)
+        CHECK(cJSON_GetObjectItemCaseSensitive(params, "temperature")->valuedouble ==
+              job->params.temperature);
+    if (job->params.has_top_p)
+        CHECK(cJSON_GetObjectItemCaseSensitive(params, "top_p")->valuedouble == job->params.top_p);
+    if (job->params.has_max_tokens)
+        CHECK(cJSON_GetObjectItemCaseSensitive(params, "max_tokens")->valuedouble ==
+              (double)job->params.max_tokens);
+    if (job->params.has_seed)
+        CHECK(cJSON_GetObjectItemCaseSensitive(params, "seed")->valuedouble == (double)job->params.seed);
+    if (job->has_deadline)
+        CHECK(cJSON_GetObjectItemCaseSensitive(t, "deadline_ms")->valuedouble == (double)job->deadline_ms);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "stream")) == job->stream);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(t, "metadata");
+    if (job->metadata_json) { /* compacted, the same value */
+        cJSON *m = cJSON_Parse(job->metadata_json);
+        CHECK(m && same_json(m, meta));
+        cJSON_Delete(m);
+    } else {
+        CHECK(!meta || cJSON_IsNull(meta));
+    }
+    cJSON_Delete(t);
+}
+
+/* On a text the json reader accepts, the post-scan gives the prescan's answer. */
+static void check_scans(const char *v, size_t size)
+{
+    size_t bom = size >= 3 && memcmp(v, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    json_value_t root;
+    if (json_parse(v + bom, size - bom, NULL, &root, NULL) < 0)
+        return;
+    size_t at1 = 0, at2 = 0, lone1, lone2;
+    job_scan_result_t r1 = job_json_prescan(v, size, &at1, &lone1);
+    job_scan_result_t r2 = job_json_postscan(v, size, &at2, &lone2);
+    CHECK(r1 == r2 && at1 == at2 && lone1 == lone2);
 }
 
 static void check_error_reply(const job_error_t *err)
@@ -142,6 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     job_error_t err;
     if (job_parse(v, size, &lim, &job, &err) == 0) {
         CHECK(job && err.code == JOB_ERR_NONE);
+        check_job_against_cjson(v, size, job);
         check_reply_of_job(job);
         job_free(job);
     } else {
@@ -153,7 +234,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     chat_message_t m;
     if (job_history_entry_parse(v, size, 4096, &m, &err) == 0) {
         CHECK(m.role && m.content && strlen(m.content) == m.content_len);
-        /* the tree-free fast path and cJSON must read the same entry */
+        /* the fast path and the json reader's slow path read the entry as cJSON does */
         cJSON *ref = cJSON_ParseWithLength(v, size);
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(ref, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(ref, "content");
@@ -173,6 +254,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         job_message_release(&m);
     }
+    check_scans(v, size);
     check_escaper(v, size);
     return 0;
 }

@@ -359,6 +359,263 @@ static void unknown_params_list_is_bounded(void **state)
     job_error_free(&err);
 }
 
+/* Parses v with small limits; returns the job (NULL on failure, with *err kept for the caller). */
+static job_t *parse_small(const char *v, job_error_t *err)
+{
+    job_limits_t lim = small_limits();
+    job_t *job = NULL;
+    if (job_parse(v, strlen(v), &lim, &job, err) != 0)
+        assert_null(job);
+    return job;
+}
+
+/* v must fail with code and a message starting with msg. */
+static void expect_error(const char *v, job_error_code_t code, const char *msg)
+{
+    job_error_t err;
+    job_t *job = parse_small(v, &err);
+    if (job || err.code != code || strncmp(err.message, msg, strlen(msg)) != 0)
+        fail_msg("%s: code %s message '%s', want '%s'", v, job_error_code_name(err.code), err.message, msg);
+    job_error_free(&err);
+}
+
+static void duplicate_keys_first_wins(void **state)
+{
+    job_error_t err;
+    job_t *job =
+        parse_small("{\"job_id\":\"j-1\",\"job_id\":\"j-2\",\"conversation_id\":\"c-1\","
+                    "\"message\":{\"role\":\"user\",\"content\":\"a\",\"content\":\"b\",\"role\":\"x\"},"
+                    "\"params\":{\"seed\":1,\"seed\":\"x\",\"n\":1,\"n\":2},"
+                    "\"metadata\":{\"k\":1,\"k\":2},\"metadata\":[]}",
+                    &err);
+    assert_non_null(job);
+    assert_string_equal(job->job_id, "j-1");
+    assert_string_equal(job->message.content, "a");
+    assert_int_equal(job->params.seed, 1);
+    assert_string_equal(job->unknown_params, "n,n");              /* each unknown member, as listed before */
+    assert_string_equal(job->metadata_json, "{\"k\":1,\"k\":2}"); /* kept whole, duplicates too */
+    job_free(job);
+    job_error_free(&err);
+    /* a null first member counts as absent: the second is not looked at */
+    expect_error("{\"job_id\":null,\"job_id\":\"j\",\"conversation_id\":\"c\"," MSG "}", INVALID,
+                 "job_id: required");
+}
+
+/* A job whose metadata nests depth arrays. */
+static char *nested_metadata_job(size_t depth)
+{
+    char *v = malloc(2 * depth + 128);
+    int n = snprintf(v, 128, "{\"job_id\":\"j-1\",\"conversation_id\":\"c-1\"," MSG ",\"metadata\":{\"d\":");
+    memset(v + n, '[', depth);
+    memset(v + n + depth, ']', depth);
+    memcpy(v + n + 2 * depth, "}}", 3);
+    return v;
+}
+
+static void nesting_is_bounded(void **state)
+{
+    job_limits_t lim = job_limits_default();
+    job_t *job;
+    job_error_t err;
+    /* root, metadata and 62 arrays: 64 levels, the most the reader takes */
+    char *v = nested_metadata_job(62);
+    assert_int_equal(job_parse(v, strlen(v), &lim, &job, &err), 0);
+    assert_int_equal(strlen(job->metadata_json), 5 + 2 * 62 + 1);
+    job_free(job);
+    job_error_free(&err);
+    free(v);
+    /* one more is not JSON (cJSON took 1000); ids and the metadata (64 levels alone) are salvaged */
+    v = nested_metadata_job(63);
+    assert_int_equal(job_parse(v, strlen(v), &lim, &job, &err), -1);
+    assert_int_equal(err.code, JOB_ERR_INVALID_JOB);
+    assert_memory_equal(err.message, "value: not JSON (error at byte ", 31);
+    assert_true(job_error_ids_readable(&err));
+    assert_non_null(err.metadata_json);
+    job_error_free(&err);
+    free(v);
+}
+
+static void escapes_decode_and_count(void **state)
+{
+    job_error_t err;
+    /* escaped keys match; limits count decoded bytes: 4 x U+00E9 is 8 bytes, 24 raw */
+    job_t *job =
+        parse_small("{\"\\u006aob_id\":\"\\u00e9\\u00e9\\u00e9\\u00e9\",\"conversation_id\":\"c\\/1\","
+                    "\"message\":{\"role\":\"\\u0075ser\",\"content\":\"\\ud83d\\ude00\\t\\\"\"},"
+                    "\"params\":{\"stop\":[\"\\n\"],\"\\u00e9t\\u00e9\":1},"
+                    "\"reply_topic\":\"t\\u002e1\",\"system\":\"\"}",
+                    &err);
+    assert_non_null(job);
+    assert_string_equal(job->job_id, "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+    assert_string_equal(job->conversation_id, "c/1");
+    assert_string_equal(job->message.content, "\xf0\x9f\x98\x80\t\"");
+    assert_int_equal(job->message.content_len, 6);
+    assert_string_equal(job->params.stop[0], "\n");
+    assert_string_equal(job->unknown_params, "\xc3\xa9t\xc3\xa9"); /* the name decoded */
+    assert_string_equal(job->reply_topic, "t.1");
+    assert_string_equal(job->system, "");
+    assert_int_equal(job->system_len, 0);
+    job_free(job);
+    job_error_free(&err);
+    expect_error("{\"job_id\":\"\\u00e9\\u00e9\\u00e9\\u00e9x\",\"conversation_id\":\"c\"," MSG "}", INVALID,
+                 "job_id: longer than 8 bytes");
+    expect_error(JOB(",\"reply_topic\":\"a\\u0020b\""), INVALID, "reply_topic: must be 1 to 249");
+    /* lone surrogates are rejected as cJSON did, at the escape; so are bad \u escapes (cJSON: NUL) */
+    expect_error("{\"job_id\":\"j\\ud800\",\"conversation_id\":\"c\"," MSG "}", INVALID,
+                 "value: not JSON (error at byte 12)");
+    expect_error(JOB(",\"metadata\":{\"k\":\"\\udc00\\ud800\"}"), INVALID,
+                 "value: not JSON (error at byte 98)");
+    expect_error(JOB(",\"system\":\"\\ud800\\u0041\""), INVALID, "value: not JSON (error at byte 91)");
+    expect_error(JOB(",\"system\":\"\\u12g4\""), INVALID, "value: not JSON (error at byte 91)");
+    /* ... but an invalid UTF-8 byte after them is reported first, as the prescan did */
+    expect_error(JOB(",\"system\":\"\\ud800\",\"x\":\"\xff\""), INVALID, "value: invalid UTF-8 at byte 104");
+}
+
+static void numbers_at_the_edges(void **state)
+{
+    job_error_t err;
+    job_t *job = NULL;
+    job_parse(JOB(",\"params\":{\"max_tokens\":1E2,\"seed\":-9007199254740991,\"temperature\":"
+                  "0.00000000000000000000000000000000000000000000000000000000000000000000001,"
+                  "\"top_p\":-0},\"deadline_ms\":1893456000000.0,"
+                  "\"metadata\":{\"big\":123456789012345678901234567890,\"f\":1.0E+2,\"z\":-0.0}"),
+              strlen(JOB(",\"params\":{\"max_tokens\":1E2,\"seed\":-9007199254740991,\"temperature\":"
+                         "0.00000000000000000000000000000000000000000000000000000000000000000000001,"
+                         "\"top_p\":-0},\"deadline_ms\":1893456000000.0,"
+                         "\"metadata\":{\"big\":123456789012345678901234567890,\"f\":1.0E+2,\"z\":-0.0}")),
+              NULL, &job, &err);
+    assert_non_null(job);
+    assert_int_equal(job->params.max_tokens, 100);
+    assert_true(job->params.seed == -9007199254740991LL);
+    assert_true(job->params.temperature > 0 && job->params.temperature < 1e-60);
+    assert_true(job->params.has_top_p && job->params.top_p == 0);
+    assert_true(job->deadline_ms == 1893456000000LL);
+    /* echoed as written (cJSON printed 1.2345678901234568e+29, 100 and -0) */
+    assert_string_equal(job->metadata_json,
+                        "{\"big\":123456789012345678901234567890,\"f\":1.0E+2,\"z\":-0.0}");
+    job_free(job);
+    job_error_free(&err);
+    expect_error(JOB(",\"params\":{\"seed\":9007199254740992}"), INVALID, "params.seed: must be an integer");
+    expect_error(JOB(",\"params\":{\"seed\":-1e400}"), INVALID, "params.seed: must be an integer");
+    expect_error(JOB(",\"params\":{\"temperature\":1e400}"), INVALID, "params.temperature: must be a number");
+    expect_error(
+        JOB(",\"params\":{\"max_tokens\":100000000000000000000000000000000000000000000000000000000000000000"
+            "0000000001}"),
+        INVALID, "params.max_tokens: must be an integer");
+    expect_error(JOB(",\"deadline_ms\":1e400"), INVALID, "deadline_ms: must be a non-negative integer");
+    expect_error(JOB(",\"deadline_ms\":9007199254740992"), INVALID,
+                 "deadline_ms: must be a non-negative integer");
+    /* RFC 8259 numbers only (cJSON took these) */
+    expect_error(JOB(",\"params\":{\"max_tokens\":01}"), INVALID, "value: not JSON (error at byte 105)");
+    expect_error(JOB(",\"deadline_ms\":1.}"), INVALID, "value: not JSON");
+    expect_error(JOB(",\"deadline_ms\":-.5}"), INVALID, "value: not JSON");
+}
+
+static void every_field_rejects_wrong_types(void **state)
+{
+    static const char *const values[] = {"7", "\"s\"", "true", "false", "[]", "{}", "[\"s\"]", "{\"a\":1}"};
+    enum { NUM = 1, STR = 2, BOOL = 4 | 8, ARR = 16 | 64, OBJ = 32 | 128 };
+    static const struct {
+        const char *extra, *msg;
+        unsigned skip; /* values[i] with bit i set: the right type, or another message */
+    } cases[] = {
+        {",\"route\":%s", "route: must be a string", STR},
+        {",\"system\":%s", "system: must be a string", STR},
+        {",\"history\":%s", "history: must be an array", ARR},
+        {",\"history\":[%s]", "history[0]: must be an object", OBJ},
+        {",\"history\":[{\"role\":%s,\"content\":\"x\"}]",
+         "history[0].role: must be system, user or assistant", 0},
+        {",\"history\":[{\"role\":\"user\",\"content\":%s}]", "history[0].content: must be a string", STR},
+        {",\"params\":%s", "params: must be an object", OBJ},
+        {",\"params\":{\"temperature\":%s}", "params.temperature: must be a number from 0 to 2", 0},
+        {",\"params\":{\"top_p\":%s}", "params.top_p: must be a number from 0 to 1", 0},
+        {",\"params\":{\"max_tokens\":%s}", "params.max_tokens: must be an integer from 1 to 1000000", NUM},
+        {",\"params\":{\"seed\":%s}", "params.seed: must be an integer within +-2^53", NUM},
+        {",\"params\":{\"stop\":%s}", "params.stop: must be a string or an array of strings", STR | ARR},
+        {",\"params\":{\"stop\":[%s]}", "params.stop[0]: must be a string", STR},
+        {",\"stream\":%s", "stream: must be true or false", BOOL},
+        {",\"reply_topic\":%s", "reply_topic: must be 1 to 249 characters of [A-Za-z0-9._-]", STR},
+        {",\"deadline_ms\":%s", "deadline_ms: must be a non-negative integer (Unix epoch ms)", NUM},
+        {",\"metadata\":%s", "metadata: must be an object", OBJ},
+    };
+    for (size_t i = 0; i < BASE_ARRAY_LEN(cases); i++) {
+        for (size_t j = 0; j < BASE_ARRAY_LEN(values); j++) {
+            char member[96], v[256];
+            if (cases[i].skip >> j & 1)
+                continue;
+            snprintf(member, sizeof member, cases[i].extra, values[j]);
+            snprintf(v, sizeof v, JOB("%s"), member);
+            expect_error(v, INVALID, cases[i].msg);
+        }
+    }
+    /* the ids and the message */
+    for (size_t j = 0; j < BASE_ARRAY_LEN(values); j++) {
+        char v[256];
+        if (j != 1) {
+            snprintf(v, sizeof v, "{\"job_id\":%s,\"conversation_id\":\"c\"," MSG "}", values[j]);
+            expect_error(v, INVALID, "job_id: must be a string");
+            snprintf(v, sizeof v, "{\"job_id\":\"j\",\"conversation_id\":%s," MSG "}", values[j]);
+            expect_error(v, INVALID, "conversation_id: must be a string");
+            snprintf(v, sizeof v,
+                     "{\"job_id\":\"j\",\"conversation_id\":\"c\",\"message\":{\"role\":\"user\","
+                     "\"content\":%s}}",
+                     values[j]);
+            expect_error(v, INVALID, "message.content: must be a string");
+            snprintf(v, sizeof v,
+                     "{\"job_id\":\"j\",\"conversation_id\":\"c\",\"message\":{\"role\":%s,"
+                     "\"content\":\"x\"}}",
+                     values[j]);
+            expect_error(v, INVALID, "message.role: must be \"user\"");
+        }
+        if (j != 5 && j != 7) {
+            snprintf(v, sizeof v, "{\"job_id\":\"j\",\"conversation_id\":\"c\",\"message\":%s}", values[j]);
+            expect_error(v, INVALID, "message: must be an object");
+        }
+    }
+}
+
+static void metadata_is_echoed_as_written(void **state)
+{
+    job_limits_t lim = job_limits_default();
+    lim.max_metadata_bytes = 44;
+    static const char v[] =
+        "{\"job_id\":\"j\",\"conversation_id\":\"c\"," MSG ",\"metadata\" : { \"a\" : [ 1 ,\t"
+        "\"x y\" ,\n{\"b\":\"\\u00e9 \\\\\\\" \"} ] , \"e\":{ } }}";
+    job_t *job;
+    job_error_t err;
+    assert_int_equal(job_parse(v, strlen(v), &lim, &job, &err), 0);
+    /* whitespace between tokens dropped, strings and escapes kept (cJSON decoded and escaped again) */
+    static const char want[] = "{\"a\":[1,\"x y\",{\"b\":\"\\u00e9 \\\\\\\" \"}],\"e\":{}}";
+    assert_string_equal(job->metadata_json, want);
+    job_free(job);
+    job_error_free(&err);
+    /* the limit counts that form */
+    lim.max_metadata_bytes = sizeof want - 2;
+    assert_int_equal(job_parse(v, strlen(v), &lim, &job, &err), -1);
+    assert_string_equal(err.message, "metadata: more than 42 bytes serialized");
+    assert_int_equal(err.code, JOB_ERR_TOO_LARGE);
+    assert_null(err.metadata_json);
+    assert_true(job_error_ids_readable(&err));
+    job_error_free(&err);
+}
+
+static void reader_edges_against_cjson(void **state)
+{
+    job_error_t err;
+    /* a leading byte order mark is skipped, as cJSON did; error offsets still count it */
+    job_t *job = parse_small("\xef\xbb\xbf" JOB(""), &err);
+    assert_non_null(job);
+    job_free(job);
+    job_error_free(&err);
+    expect_error("\xef\xbb\xbf" JOB("") "x", INVALID, "value: not JSON (error at byte 84)");
+    /* whitespace is RFC 8259's: cJSON took any byte below 0x20 between tokens */
+    expect_error("{\f\"job_id\":\"j\",\"conversation_id\":\"c\"," MSG "}", INVALID,
+                 "value: not JSON (error at byte 1)");
+    expect_error(JOB("") "\v", INVALID, "value: not JSON (error at byte 81)");
+    /* the end of the text: the byte after the last */
+    expect_error("{\"job_id\":\"j\"", INVALID, "value: not JSON (error at byte 13)");
+}
+
 /* Parses s with cJSON and checks its top-level member names, in order. */
 static cJSON *parse_with_members(const char *s, const char *const *names, size_t n)
 {
@@ -634,7 +891,9 @@ static void history_entry_round_trip(void **state)
         {"{ \"role\": \"system\", \"content\": \"spaced\" }", "spaced"},
         {"{\"content\":\"swapped\",\"role\":\"assistant\"}", "swapped"},
         {"{\"role\":\"user\",\"content\":\"\"}", ""},
-        {"{\"role\":\"user\",\"content\":\"a\",\"content\":\"b\"}", "a"}, /* the first, as cJSON reads it */
+        {"{\"role\":\"user\",\"content\":\"a\",\"content\":\"b\"}", "a"}, /* the first, as cJSON read it */
+        {"\xef\xbb\xbf{\"role\":\"user\",\"content\":\"bom\"}", "bom"},   /* skipped, as cJSON did */
+        {"{\"r\\u006fle\":\"\\u0075ser\",\"content\":\"\\u00e9\"}", "\xc3\xa9"}, /* escaped key and role */
     };
     for (size_t i = 0; i < BASE_ARRAY_LEN(forms); i++) {
         if (job_history_entry_parse(forms[i].v, strlen(forms[i].v), 1024, &back, &err) != 0)
@@ -663,6 +922,13 @@ static void history_entry_round_trip(void **state)
          "history entry: strings must not"},
         {"{\"role\":\"user\",\"content\":\"0123456789012345678901234567890123456789\"}", JOB_ERR_TOO_LARGE,
          "history entry: 68 bytes, more than 64"},
+        /* the fast form, checked for UTF-8 after it was read */
+        {"{\"role\":\"user\",\"content\":\"ok\xff\"}", JOB_ERR_INVALID_JOB,
+         "history entry: invalid UTF-8 at byte 28"},
+        {"{\"role\":\"user\",\"content\":\"\\ud800\"}", JOB_ERR_INVALID_JOB,
+         "history entry: not JSON (error at byte 26)"}, /* a lone surrogate, as cJSON had it */
+        {"{\"role\":\"user\",\"content\":\"\\uzzzz\"}", JOB_ERR_INVALID_JOB,
+         "history entry: not JSON (error at byte 26)"},
     };
     for (size_t i = 0; i < BASE_ARRAY_LEN(bad); i++) {
         chat_message_t out = {.content = "junk"};
@@ -852,6 +1118,13 @@ int main(void)
         cmocka_unit_test(too_large_still_reads_ids),
         cmocka_unit_test(invalid_job_keeps_metadata),
         cmocka_unit_test(unknown_params_list_is_bounded),
+        cmocka_unit_test(duplicate_keys_first_wins),
+        cmocka_unit_test(nesting_is_bounded),
+        cmocka_unit_test(escapes_decode_and_count),
+        cmocka_unit_test(numbers_at_the_edges),
+        cmocka_unit_test(every_field_rejects_wrong_types),
+        cmocka_unit_test(metadata_is_echoed_as_written),
+        cmocka_unit_test(reader_edges_against_cjson),
         cmocka_unit_test(reply_matches_contract_example),
         cmocka_unit_test(reply_ok_with_everything),
         cmocka_unit_test(reply_error_and_expired),

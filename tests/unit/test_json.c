@@ -229,6 +229,7 @@ static void check_decode(const char *doc, const char *want, size_t want_len)
     char *dst = malloc(s.len);
     assert_non_null(dst);
     assert_int_equal(json_str_decode(s, dst), want_len);
+    assert_int_equal(json_str_len(s), want_len);
     assert_memory_equal(dst, want, want_len);
     size_t n;
     char *dup = json_str_dup(s, &n);
@@ -280,6 +281,7 @@ static void escapes_and_surrogates(void **state)
     assert_null(json_str_dup(parse_ok("[]"), NULL));
     char d[4];
     assert_int_equal(json_str_decode(parse_ok("true"), d), 0);
+    assert_int_equal(json_str_len(parse_ok("[\"a\"]")), 0);
     base_alloc_fail_after(1);
     assert_null(json_str_dup(s, NULL));
     base_alloc_fail_after(0);
