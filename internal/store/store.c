@@ -430,8 +430,12 @@ static void poll_cb(uv_poll_t *h, int status, int events)
         redisAsyncHandleWrite(p->ac);
 }
 
+/* hiredis asks for write interest once per command: only a change reaches libuv (each uv_poll_start
+ * is two epoll_ctl calls). */
 static void poll_set(store_poll_t *p, int events)
 {
+    if (events == p->events && (events == 0) == !uv_is_active((uv_handle_t *)&p->poll))
+        return;
     p->events = events;
     if (events)
         uv_poll_start(&p->poll, events, poll_cb);
