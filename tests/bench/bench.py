@@ -451,6 +451,7 @@ def w_throughput(b, workers):
             perf["p"].wait(60)
             for key, extra_args in (("perf_report", ["--no-children", "--percent-limit", "0.7"]),
                                     ("perf_by_dso", ["--no-children", "--sort", "dso"]),
+                                    ("perf_by_thread", ["--no-children", "--sort", "comm"]),
                                     ("perf_children", ["--children", "--sort", "sym", "--percent-limit", "3"])):
                 rep = subprocess.run(["perf", "report", "-i", perf["file"], "--stdio", "-g", "none", *extra_args],
                                      capture_output=True, text=True).stdout
