@@ -258,7 +258,7 @@ static void head_done(h2_stream_t *s)
     const char *ra = head_lookup(s, "retry-after");
     s->x.response.retry_after_ms = ra ? http_retry_after_ms(ra, base_wall_ms()) : -1;
     const char *cl = head_lookup(s, "content-length");
-    if (cl && http_xfer_too_large(&s->x, strtoll(cl, NULL, 10))) {
+    if (cl && http_xfer_content_length(&s->x, strtoll(cl, NULL, 10))) {
         stream_finish(s, HTTP_ERR_TOO_LARGE, NULL, true);
         return;
     }

@@ -504,7 +504,7 @@ static size_t on_curl_header(char *p, size_t size, size_t n, void *userp)
         t->x.response.retry_after_ms = http_retry_after_ms(h->value, base_wall_ms());
     curl_off_t clen = -1;
     curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
-    if (http_xfer_too_large(&t->x, (int64_t)clen)) {
+    if (http_xfer_content_length(&t->x, (int64_t)clen)) {
         t->x.fail = HTTP_ERR_TOO_LARGE;
         return 0;
     }

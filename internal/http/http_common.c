@@ -249,9 +249,14 @@ http_code_t http_xfer_data(http_transfer_t *t, const char *p, size_t n)
     return HTTP_OK;
 }
 
-bool http_xfer_too_large(const http_transfer_t *t, int64_t content_length)
+bool http_xfer_content_length(http_transfer_t *t, int64_t content_length)
 {
-    return t->max_bytes && content_length > 0 && (uint64_t)content_length > t->max_bytes;
+    if (t->max_bytes && content_length > 0 && (uint64_t)content_length > t->max_bytes)
+        return true;
+    if (t->buffer_body && content_length > 0 && t->body.len == 0) /* best effort: growing works too */
+        (void)buf_reserve(&t->body, (size_t)(content_length < HTTP_BODY_PRESIZE_MAX ? content_length
+                                                                                    : HTTP_BODY_PRESIZE_MAX));
+    return false;
 }
 
 void http_describe_own(const http_transfer_t *t, http_code_t code, char *buf, size_t len)

@@ -98,8 +98,10 @@ http_code_t http_expired_code(const http_transfer_t *t, int64_t now);
 /* Accounts one body chunk: first-byte time, deadline, size limit, buffering and on_data. HTTP_OK, or
  * the code the transfer must end with (the caller checks its own state: on_data may have cancelled). */
 http_code_t http_xfer_data(http_transfer_t *t, const char *p, size_t n);
-/* Checks a Content-Length announced in the head against the size limit. */
-bool http_xfer_too_large(const http_transfer_t *t, int64_t content_length);
+/* A Content-Length announced in the head: true when it is over the size limit; else a buffered body's
+ * buffer is sized for it (up to HTTP_BODY_PRESIZE_MAX), so the body fills it without regrowing. */
+#define HTTP_BODY_PRESIZE_MAX (64 * 1024)
+bool http_xfer_content_length(http_transfer_t *t, int64_t content_length);
 
 /* Text for the codes that http itself decides (timeouts, limits, callbacks, memory). */
 void http_describe_own(const http_transfer_t *t, http_code_t code, char *buf, size_t len);
