@@ -10,7 +10,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential pkg-config \
       librdkafka-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libuv1-dev \
-      libmicrohttpd-dev libssl-dev libnghttp2-dev \
+      libmicrohttpd-dev libssl-dev libnghttp2-dev libmimalloc-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -22,7 +22,7 @@ FROM debian:bookworm-slim
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      librdkafka1 libhiredis0.14 libcurl4 libcjson1 libyaml-0-2 libuv1 libmicrohttpd12 libssl3 libnghttp2-14 ca-certificates \
+      librdkafka1 libhiredis0.14 libcurl4 libcjson1 libyaml-0-2 libuv1 libmicrohttpd12 libssl3 libnghttp2-14 libmimalloc2.0 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 parley \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 BUILD   ?= build
 CC      ?= cc
 PKGS    := rdkafka hiredis libcurl libcjson yaml-0.1 libuv libmicrohttpd openssl libnghttp2
-DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhiredis-dev libnghttp2-dev \
+DEB_PKGS := build-essential pkg-config clang clang-format librdkafka-dev libhiredis-dev libnghttp2-dev libmimalloc-dev \
             libcurl4-openssl-dev libcjson-dev libyaml-dev libuv1-dev libmicrohttpd-dev \
             redis-server kcat libcmocka-dev libssl-dev openssl strace valgrind curl unzip chromium \
             python3 python3-yaml python3-confluent-kafka python3-prometheus-client
@@ -24,6 +24,11 @@ VERSION := 0.1.0
 SAN     ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -DPARLEY_VERSION=\"$(VERSION)\" -Iinternal $(WARN) $(OPT) $(SAN) $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
+# The worker binary allocates with mimalloc (Debian's libmimalloc): ~19 % less CPU per job than glibc's
+# malloc in the throughput benchmark (its 1-4 KB request and reply buffers). Linked first and kept
+# although nothing names it, so that every library's malloc resolves to it. Not under the sanitizers
+# (they bring their own allocator); unit tests and fuzz targets use glibc's.
+ALLOC_LIBS = $(if $(SAN),,-Wl,--push-state,--no-as-needed -lmimalloc -Wl,--pop-state)
 
 # Modules, lowest first. Every internal/<m>/*.c becomes part of build/lib/lib<m>.a.
 MODULES := base json tls log config metrics job http llm store limits kafka router engine admin replay dev
@@ -59,7 +64,7 @@ $(foreach m,$(MODULES),$(if $(wildcard internal/$(m)/*.c),$(eval $(call module_l
 CMD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cmd/parley/*.c))
 $(BUILD)/parley: $(CMD_OBJ) $(LIBS)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(LINK_LIBS) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CMD_OBJ) $(ALLOC_LIBS) $(LINK_LIBS) $(LDLIBS)
 
 # A unit test links only the module archives it needs (UNIT_DEPS_<m>; default: every module).
 UNIT_DEPS_json    := json base

@@ -14,8 +14,10 @@ cat >"$T/jobs.jsonl" <<'JOBS'
 {"key":"v-2","value":{"job_id":"v3","conversation_id":"v-2","route":"failing","message":{"role":"user","content":"x"}}}
 {"key":"v-3","value":"not json at all"}
 JOBS
+# The worker is linked with mimalloc: memcheck's preloaded malloc replaces it as it does libc's (named
+# here so that it stays so).
 valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --log-file="$T/vg.log" \
-    "$PARLEY" worker -c "$T/w.yaml" >"$T/w1.log" 2>&1 &
+    --soname-synonyms='somalloc=libmimalloc.so*' "$PARLEY" worker -c "$T/w.yaml" >"$T/w1.log" 2>&1 &
 WORKER_PID=$!
 PIDS+=($WORKER_PID)
 wait_assigned w1 120
