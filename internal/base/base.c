@@ -217,3 +217,43 @@ size_t base_u64_dec(char *out, uint64_t v)
         out[i] = digits[n - 1 - i];
     return n;
 }
+
+size_t base_i64_dec(char *out, int64_t v)
+{
+    if (v >= 0)
+        return base_u64_dec(out, (uint64_t)v);
+    out[0] = '-';
+    return 1 + base_u64_dec(out + 1, (uint64_t)0 - (uint64_t)v);
+}
+
+size_t base_utf8_seq_len(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0; /* no overlong forms */
+        else if (c == 0xED)
+            hi = 0x9F; /* no UTF-16 surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F; /* nothing above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    return len;
+}

@@ -47,6 +47,11 @@ size_t base_json_plain_run(const unsigned char *p, size_t n);
 /* Writes v in decimal at out (room for 20 bytes, no NUL); returns the digits written. For hot paths,
  * where snprintf costs ~10 times more. */
 size_t base_u64_dec(char *out, uint64_t v);
+/* base_u64_dec for a signed value (room for 20 bytes and the sign). */
+size_t base_i64_dec(char *out, int64_t v);
+/* Length (1..4) of the valid UTF-8 sequence at p[0..n) (n > 0), or 0 when it is invalid: no overlong
+ * forms, no UTF-16 surrogates, nothing above U+10FFFF. */
+size_t base_utf8_seq_len(const unsigned char *p, size_t n);
 /* Writes the n strings one after another into out (cap > 0), cut at cap - 1 bytes, NUL-terminated;
  * NULL parts are skipped. Returns the length written. For hot paths, instead of snprintf("%s%s..."). */
 size_t base_join(char *out, size_t cap, const char *const *parts, size_t n);

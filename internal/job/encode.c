@@ -33,16 +33,8 @@ static void w_cstr(writer_t *w, const char *s) { w_str(w, s, s ? strlen(s) : 0, 
 
 static void w_int(writer_t *w, int64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof tmp;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        tmp[--i] = '-';
-    w_raw(w, tmp + i, sizeof tmp - i);
+    char tmp[21];
+    w_raw(w, tmp, base_i64_dec(tmp, v));
 }
 
 static char *w_finish(writer_t *w, size_t *len)

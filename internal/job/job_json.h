@@ -24,9 +24,6 @@ static inline int job_buf_put(buf_t *b, const void *s, size_t n)
     return 0;
 }
 
-/* Length (1..4) of the valid UTF-8 sequence at p[0..n), or 0 when it is invalid. */
-size_t job_utf8_seq_len(const unsigned char *p, size_t n);
-
 typedef enum {
     JOB_SCAN_OK = 0,
     JOB_SCAN_BAD_UTF8,   /* invalid UTF-8 */

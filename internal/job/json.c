@@ -11,38 +11,6 @@
 #include "job/job.h"
 #include "job/job_json.h"
 
-size_t job_utf8_seq_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* no overlong forms */
-        else if (c == 0xED)
-            hi = 0x9F; /* no UTF-16 surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F; /* nothing above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-    return len;
-}
-
 /* The 4 hex digits at p as a code unit, or -1. */
 static long hex4(const unsigned char *p)
 {
@@ -92,7 +60,7 @@ static size_t escape_step(const unsigned char *p, size_t n, size_t i, size_t *lo
 /* A byte >= 0x80 at p[i]: the length of its UTF-8 sequence, or 0 with *at set. */
 static size_t utf8_step(const unsigned char *p, size_t n, size_t i, size_t *at)
 {
-    size_t l = job_utf8_seq_len(p + i, n - i);
+    size_t l = base_utf8_seq_len(p + i, n - i);
     if (!l)
         *at = i;
     return l;
@@ -314,7 +282,7 @@ int job_json_append_string(buf_t *b, const char *s, size_t n, unsigned flags)
         } else if (c < 0x80) {
             esc_len = escape_ascii(c, esc);
         } else {
-            size_t l = job_utf8_seq_len(p + i, n - i);
+            size_t l = base_utf8_seq_len(p + i, n - i);
             if (l == 0) {
                 memcpy(esc, "\xEF\xBF\xBD", 3); /* U+FFFD */
                 esc_len = 3;

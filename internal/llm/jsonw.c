@@ -9,38 +9,6 @@
 int llm_jw_str_open(buf_t *b) { return buf_append(b, "\"", 1); }
 int llm_jw_str_close(buf_t *b) { return buf_append(b, "\"", 1); }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 when it is not one. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    return len;
-}
-
 int llm_jw_str_bytes(buf_t *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -52,7 +20,7 @@ int llm_jw_str_bytes(buf_t *b, const char *s, size_t n)
             break;
         /* the run stopped at a control byte, a quote, a backslash or a byte >= 0x80 */
         unsigned char c = u[i];
-        size_t seq = utf8_seq_len(u + i, n - i);
+        size_t seq = base_utf8_seq_len(u + i, n - i);
         if (seq > 1) {
             i += seq;
             continue;
@@ -126,10 +94,7 @@ int llm_jw_double(buf_t *b, const char *key, double v)
 int llm_jw_int(buf_t *b, const char *key, int64_t v)
 {
     char digits[21];
-    size_t n = 0;
-    if (v < 0)
-        digits[n++] = '-';
-    n += base_u64_dec(digits + n, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+    size_t n = base_i64_dec(digits, v);
     if (llm_jw_key(b, key) < 0)
         return -1;
     return buf_append(b, digits, n);

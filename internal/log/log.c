@@ -168,14 +168,7 @@ static bool needs_quotes(const char *s)
 }
 
 /* Writes v in decimal with its NUL at out (room for 22 bytes); snprintf costs ~10 times more. */
-static void fmt_i64(char *out, long long v)
-{
-    size_t len = 0;
-    if (v < 0)
-        out[len++] = '-';
-    len += base_u64_dec(out + len, v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v);
-    out[len] = '\0';
-}
+static void fmt_i64(char *out, long long v) { out[base_i64_dec(out, v)] = '\0'; }
 
 /* Writes v as exactly width decimal digits (zero-padded) at out. */
 static void fmt_fixed(char *out, long v, int width)

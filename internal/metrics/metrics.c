@@ -242,21 +242,18 @@ static int render_series(buf_t *out, const char *name, const char *suffix, const
 /* Appends v in decimal and a newline. */
 static int render_u64(buf_t *out, uint64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof tmp;
-    tmp[--i] = '\n';
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return buf_append(out, tmp + i, sizeof tmp - i);
+    char tmp[21];
+    size_t n = base_u64_dec(tmp, v);
+    tmp[n++] = '\n';
+    return buf_append(out, tmp, n);
 }
 
 static int render_i64(buf_t *out, int64_t v)
 {
-    if (v >= 0)
-        return render_u64(out, (uint64_t)v);
-    return buf_append(out, "-", 1) | render_u64(out, (uint64_t)0 - (uint64_t)v);
+    char tmp[22];
+    size_t n = base_i64_dec(tmp, v);
+    tmp[n++] = '\n';
+    return buf_append(out, tmp, n);
 }
 
 /* Appends a value kept in millionths as a decimal with 6 places, and a newline. */

@@ -179,7 +179,7 @@ static void check_error_reply(const job_error_t *err)
 static bool utf8_valid(const char *s, size_t n)
 {
     for (size_t i = 0, l; i < n; i += l)
-        if (!(l = job_utf8_seq_len((const unsigned char *)s + i, n - i)))
+        if (!(l = base_utf8_seq_len((const unsigned char *)s + i, n - i)))
             return false;
     return true;
 }

@@ -128,6 +128,13 @@ static void join_cuts_and_skips_null(void **state)
     assert_string_equal(digits, "18446744073709551615");
     digits[base_u64_dec(digits, 0)] = '\0';
     assert_string_equal(digits, "0");
+    char signed_digits[22];
+    signed_digits[base_i64_dec(signed_digits, INT64_MIN)] = '\0';
+    assert_string_equal(signed_digits, "-9223372036854775808");
+    signed_digits[base_i64_dec(signed_digits, -7)] = '\0';
+    assert_string_equal(signed_digits, "-7");
+    assert_int_equal(base_utf8_seq_len((const unsigned char *)"\xE2\x82\xAC", 3), 3);
+    assert_int_equal(base_utf8_seq_len((const unsigned char *)"\xED\xA0\x80", 3), 0); /* a surrogate */
 }
 
 static void json_plain_run_finds_every_special_byte(void **state)
