@@ -10,33 +10,18 @@
 
 #include "job/job.h"
 #include "job/job_json.h"
-
-/* The 4 hex digits at p as a code unit, or -1. */
-static long hex4(const unsigned char *p)
-{
-    long v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned char c = p[i];
-        int h = c >= '0' && c <= '9'                     ? c - '0'
-                : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
-                                                         : -1;
-        if (h < 0)
-            return -1;
-        v = v << 4 | h;
-    }
-    return v;
-}
+#include "json/json.h"
 
 /* The \u escape at p[0..n) (n >= 6): 12 when it starts a surrogate pair, 0 when it is a lone surrogate
  * (as cJSON rejects them), 6 otherwise (a bad escape is the reader's to reject). */
 static size_t u_escape_len(const unsigned char *p, size_t n)
 {
-    long hi = hex4(p + 2);
+    long hi = json_hex4(p + 2);
     if (hi < 0xD800 || hi > 0xDFFF)
         return 6;
     if (hi >= 0xDC00)
         return 0;
-    long lo = n >= 12 && p[6] == '\\' && p[7] == 'u' ? hex4(p + 8) : -1;
+    long lo = n >= 12 && p[6] == '\\' && p[7] == 'u' ? json_hex4(p + 8) : -1;
     return lo >= 0xDC00 && lo <= 0xDFFF ? 12 : 0;
 }
 

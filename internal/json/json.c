@@ -42,8 +42,7 @@ static int hex_val(unsigned char c)
     return (unsigned)(c - 'a') < 6u ? c - 'a' + 10 : -1;
 }
 
-/* The 4 hex digits at p as a code unit, or -1. */
-static long hex4(cur_t p)
+long json_hex4(const unsigned char *p)
 {
     long v = 0;
     for (int i = 0; i < 4; i++) {
@@ -197,7 +196,7 @@ static bool check_string(scan_t *s)
             s->p += 2;
             break;
         case 'u':
-            if (s->end - s->p < 6 || hex4(s->p + 2) < 0)
+            if (s->end - s->p < 6 || json_hex4(s->p + 2) < 0)
                 return fail(s, "bad \\u escape");
             s->p += 6;
             break;
@@ -629,10 +628,10 @@ static size_t unescape(cur_t p, cur_t end, unsigned char out[4], size_t *n)
         *n = 1;
         return 2;
     }
-    unsigned long cp = (unsigned long)hex4(p + 2);
+    unsigned long cp = (unsigned long)json_hex4(p + 2);
     size_t used = 6;
     if (cp >= 0xD800 && cp <= 0xDFFF) {
-        long lo = cp <= 0xDBFF && end - p >= 12 && p[6] == '\\' && p[7] == 'u' ? hex4(p + 8) : -1;
+        long lo = cp <= 0xDBFF && end - p >= 12 && p[6] == '\\' && p[7] == 'u' ? json_hex4(p + 8) : -1;
         if (lo >= 0xDC00 && lo <= 0xDFFF) {
             cp = 0x10000 + ((cp - 0xD800) << 10) + ((unsigned long)lo - 0xDC00);
             used = 12;

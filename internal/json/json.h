@@ -122,4 +122,7 @@ int json_double(json_value_t v, double *out);
  * not integral, or is out of range. */
 int json_int(json_value_t v, int64_t min, int64_t max, int64_t *out);
 
+/* The 4 hex digits of a \u escape at p as a UTF-16 code unit, or -1 when one is not a hex digit. */
+long json_hex4(const unsigned char *p);
+
 #endif
