@@ -434,16 +434,16 @@ static void attempt_send(attempt_t *a)
     size_t n_headers = 0;
     for (size_t i = 0; i < lr->n_headers && n_headers < ATTEMPT_MAX_HEADERS; i++)
         headers[n_headers++] = lr->headers[i];
-    char traceparent[ROUTER_TRACEPARENT], traceparent_header[ROUTER_TRACEPARENT + 16];
-    char tracestate[ROUTER_TRACESTATE + 16], span[17];
+    static const char tp_name[] = "traceparent: ";
+    char traceparent[sizeof tp_name - 1 + ROUTER_TRACEPARENT], tracestate[ROUTER_TRACESTATE + 16], span[17];
     if (call->traceparent[0]) {
         /* A child span per request: the call's trace id and flags, a new span id. */
         router_span_id(r, span);
-        memcpy(traceparent, call->traceparent, ROUTER_TRACEPARENT);
-        memcpy(traceparent + 36, span, 16); /* "00-" trace id "-" is 36 characters, the span id 16 */
-        const char *tp[] = {"traceparent: ", traceparent};
-        base_join(traceparent_header, sizeof traceparent_header, tp, 2);
-        headers[n_headers++] = traceparent_header;
+        memcpy(traceparent, tp_name, sizeof tp_name - 1);
+        memcpy(traceparent + sizeof tp_name - 1, call->traceparent, ROUTER_TRACEPARENT);
+        /* "00-" trace id "-" is 36 characters, then the 16 of the span id */
+        memcpy(traceparent + sizeof tp_name - 1 + 36, span, 16);
+        headers[n_headers++] = traceparent;
         if (call->tracestate) {
             const char *ts[] = {"tracestate: ", call->tracestate};
             base_join(tracestate, sizeof tracestate, ts, 2);

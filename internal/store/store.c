@@ -892,7 +892,6 @@ static int request_error(store_t *s, const store_req_t *q, const redisReply *r, 
     return STORE_ERR_UNAVAILABLE;
 }
 
-/* Completes a begin request from its reply (the script's array, or the GET reply). */
 /* Splits the begin script's "LEN:BYTES..." history string into res's entries (views into p); an entry
  * over max_entry_bytes, or past the room for entries, is counted as skipped. 0, or -1 when malformed. */
 static int entries_unframe(store_t *s, const char *p, size_t n, store_begin_result_t *res)
@@ -914,6 +913,7 @@ static int entries_unframe(store_t *s, const char *p, size_t n, store_begin_resu
     return 0;
 }
 
+/* Completes a begin request from its reply (the script's array, or the GET reply). */
 static void finish_begin(store_t *s, store_req_t *q, const redisReply *r)
 {
     store_begin_result_t res = {.err = STORE_OK, .errmsg = ""};
@@ -1108,8 +1108,6 @@ static int req_check(store_t *s, store_bytes_t conv, store_bytes_t job_id)
     return err;
 }
 
-/* Queues one command of q with hiredis; false when hiredis refused it (q is then returned to the free
- * list, or abandoned to its earlier commands' callbacks while the connection is dropped). */
 /* Writes the type byte t, decimal v and "\r\n" at out; returns the bytes written. */
 static size_t resp_header(char *out, char t, size_t v)
 {
@@ -1120,7 +1118,9 @@ static size_t resp_header(char *out, char t, size_t v)
     return n + 2;
 }
 
-/* Queues one command, encoded in RESP here (hiredis's own formatter is several times slower). */
+/* Queues one command of q with hiredis, encoded in RESP here (hiredis's own formatter is several times
+ * slower); false when hiredis refused it (q is then returned to the free list, or abandoned to its
+ * earlier commands' callbacks while the connection is dropped). */
 static bool req_command(store_t *s, store_req_t *q, int argc, const char **argv, const size_t *argvlen)
 {
     char stack[4096];
